@@ -1,0 +1,489 @@
+"""dstream: stream SQL Server CDC changes into Azure Service Bus, managed like Terraform.
+
+The CLI: argument parsing, verbs, output formatting and the one place where
+errors become a line of text and an exit code. Domain code lives in state/,
+provider processes in providers/. Heavy modules load only in the verbs that
+use them, so `dstream version` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+__version__ = "0.1.0"
+
+# Exit codes (documented in README.md; tested in tests/cli).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2  # plan --detailed-exitcode: changes present
+EXIT_USAGE = 3  # bad command line or task file
+EXIT_LOCKED = 4  # state lock held, or the task is already running
+EXIT_PROVIDER = 5  # a provider failed
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("dstream")
+
+HELP = {
+    "validate": "parse and check the task file and provider configs (no network, no state writes)",
+    "plan": "show what init would change: desired vs actual vs state",
+    "init": "create or update the task's infrastructure (apply the plan)",
+    "run": "stream changes from the input to the output",
+    "status": "show resources, locks and per-stream checkpoints",
+    "destroy": "delete everything this task's state owns",
+    "state": "inspect state: list, show, unlock",
+    "providers": "list the built-in providers",
+    "version": "print the version",
+    "provider": "run a built-in provider on stdin/stdout (used by dstream itself)",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Settings every verb shares, decided once from the global flags."""
+
+    colour: bool
+    log_format: str
+
+
+class UsageFailure(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would exit 2, which means "changes" here
+        raise UsageFailure(f"{self.prog}: {message}")
+
+
+# --- argument parsing ----------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="dstream", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    parser.add_argument("--no-color", action="store_true", help="no colour in output (also: NO_COLOR set)")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    verbs.required = True
+    target = Parser(add_help=False)
+    target.add_argument("target", metavar="TARGET", help="a task file (task.hcl) or a task name in ./dstream.hcl")
+    target.add_argument("-c", "--config", metavar="FILE", help="the task file to look the task name up in")
+    target.add_argument("--task", metavar="NAME", help="the task to use when the file holds several")
+    locking = Parser(add_help=False)
+    locking.add_argument("--lock-timeout", metavar="DURATION", default="0s", type=duration, help="wait this long for a lock (e.g. 30s, 5m)")
+    for name, add in VERBS.items():
+        add(verbs.add_parser(name, help=HELP[name], description=HELP[name], parents=_parents(name, target, locking)))
+    return parser
+
+
+def _parents(name: str, target: Parser, locking: Parser) -> list[Parser]:
+    if name in ("providers", "version", "provider", "state"):
+        return []
+    if name in ("validate", "status"):
+        return [target]
+    return [target, locking]
+
+
+def duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h)")
+    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+def _add_validate(p: Parser) -> None:
+    p.set_defaults(run=cmd_validate)
+
+
+def _add_plan(p: Parser) -> None:
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON document")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 for no changes, 2 for changes, 1 for errors")
+    p.add_argument("--out", metavar="FILE", help="save the plan for `dstream init --plan FILE`")
+    p.add_argument("--no-refresh", action="store_true", help="plan from state and config alone: no call to any external system")
+    p.set_defaults(run=cmd_plan)
+
+
+def _add_init(p: Parser) -> None:
+    p.add_argument("--plan", metavar="FILE", dest="plan_file", help="apply exactly this saved plan")
+    p.set_defaults(run=cmd_init)
+
+
+def _add_run(p: Parser) -> None:
+    p.add_argument("--once", action="store_true", help="stop when the input has caught up (for cron)")
+    p.set_defaults(run=cmd_run)
+
+
+def _add_status(p: Parser) -> None:
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_status)
+
+
+def _add_destroy(p: Parser) -> None:
+    p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(run=cmd_destroy)
+
+
+def _add_state(p: Parser) -> None:
+    sub = p.add_subparsers(dest="state_verb", metavar="SUBCOMMAND", parser_class=Parser)
+    sub.required = True
+    target = Parser(add_help=False)
+    target.add_argument("target", metavar="TARGET")
+    target.add_argument("-c", "--config", metavar="FILE")
+    target.add_argument("--task", metavar="NAME")
+    sub.add_parser("list", parents=[target], help="list the resources in state").set_defaults(run=cmd_state_list)
+    show = sub.add_parser("show", parents=[target], help="print the state document, or one resource")
+    show.add_argument("address", nargs="?", help='a resource address, e.g. output.file["Persons"]')
+    show.set_defaults(run=cmd_state_show)
+    unlock = sub.add_parser("unlock", parents=[target], help="release a lock left by a process that is gone")
+    unlock.add_argument("lock_id", metavar="LOCK_ID")
+    unlock.set_defaults(run=cmd_state_unlock)
+
+
+def _add_providers(p: Parser) -> None:
+    p.set_defaults(run=cmd_providers)
+
+
+def _add_version(p: Parser) -> None:
+    p.set_defaults(run=cmd_version)
+
+
+def _add_provider(p: Parser) -> None:
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(run=cmd_provider)
+
+
+VERBS: dict[str, Callable[[Parser], None]] = {
+    "validate": _add_validate, "plan": _add_plan, "init": _add_init, "run": _add_run, "status": _add_status,
+    "destroy": _add_destroy, "state": _add_state, "providers": _add_providers, "version": _add_version, "provider": _add_provider,
+}
+
+
+# --- shared plumbing --------------------------------------------------------------
+
+
+def _builtins() -> dict[str, tuple[str, str, str]]:
+    from providers import BUILTINS
+
+    return BUILTINS
+
+
+def _session(args: argparse.Namespace) -> Any:
+    from state.backends import open_backend
+    from state.config import find_task_file, load_task
+    from state.lifecycle import Session
+
+    path, name = find_task_file(args.target, args.config)
+    task = load_task(path, args.task or name, _builtins())
+    backend = open_backend(task.backend, task.directory, task.name)
+    return Session.open(task, backend, __version__, _builtins(), _provider_log)
+
+
+def _provider_log(label: str, line: str) -> None:
+    logging.getLogger(f"dstream.{label}").info("%s", line)
+
+
+def _lock(session: Any, name: str, operation: str, timeout: float) -> Any:
+    from state.backend import held
+
+    return held(session.backend.locker, name, operation, __version__, timeout)
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# --- verbs ----------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
+    from state.lifecycle import validate
+
+    session = _session(args)
+    streams = validate(session)
+    task = session.task
+    _out(f"Task {task.name} is valid: input {task.input.name} -> output {task.output.name}"
+         + (f" (streams: {', '.join(streams)})" if streams else "") + "\n")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import STATE_LOCK
+    from state.lifecycle import make_plan
+    from state.render import plan_json, plan_text
+
+    session = _session(args)
+    with _lock(session, STATE_LOCK, "plan", args.lock_timeout):
+        state = session.manager.read()
+        plan = make_plan(session, state, refresh=not args.no_refresh)
+    if args.out:
+        _save_plan(Path(args.out), plan_json(plan))
+    _out(plan_json(plan) if args.json else plan_text(plan, ctx.colour))
+    if args.out and not args.json:
+        _out(f"\nSaved the plan to {args.out}. Apply it with: dstream init {args.target} --plan {args.out}\n")
+    return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def _save_plan(path: Path, text: str) -> None:
+    from state.errors import DstreamError
+
+    try:
+        temp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise DstreamError(f"cannot write plan file {path}: {exc.strerror}") from None
+
+
+def _load_plan(path: Path) -> Any:
+    from state.errors import UsageError
+    from state.plan import Plan
+
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"plan file {path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"plan file {path} is not readable JSON ({exc})") from None
+    return Plan.from_dict(doc, str(path))
+
+
+def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import STATE_LOCK
+    from state.lifecycle import apply, make_plan
+    from state.render import plan_text
+
+    session = _session(args)
+    with _lock(session, STATE_LOCK, "init", args.lock_timeout):
+        state = session.manager.read()
+        if args.plan_file:
+            plan = _load_plan(Path(args.plan_file))
+            plan.check_fresh(session.task.name, state, session.digest())
+        else:
+            plan = make_plan(session, state, refresh=True)
+        _out(plan_text(plan, ctx.colour))
+        state, counts = apply(session, state, plan)
+    _out(f"\nInit complete! Resources: {counts['created']} added, {counts['updated']} changed, {counts['deleted']} destroyed. State serial {state.serial}.\n")
+    return EXIT_OK
+
+
+def cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import STATE_LOCK
+    from state.errors import DstreamError
+    from state.lifecycle import destroy, destroy_plan
+    from state.render import plan_text
+
+    session = _session(args)
+    with _lock(session, STATE_LOCK, "destroy", args.lock_timeout):
+        state = session.manager.read()
+        plan = destroy_plan(session, state)
+        _out(plan_text(plan, ctx.colour))
+        if plan.has_changes and not args.auto_approve and sys.stdin.isatty():
+            _out(f"\nDestroy every resource of task {session.task.name}? Only 'yes' will be accepted: ")
+            if sys.stdin.readline().strip() != "yes":
+                raise DstreamError("destroy cancelled", hint="nothing was changed")
+        state, deleted = destroy(session, state)
+    _out(f"\nDestroy complete! Resources: {deleted} destroyed.\n")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import RUN_LOCK, STATE_LOCK
+    from state.lifecycle import status
+    from state.render import status_text
+
+    session = _session(args)
+    state = session.manager.read()
+    locks = {name: session.backend.locker.holder(name) for name in (STATE_LOCK, RUN_LOCK)}
+    report = status(session, state, locks)
+    _out(json.dumps(report, indent=2, sort_keys=True) + "\n" if args.json else status_text(report))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    from providers.runner import Pipeline
+    from state.backend import RUN_LOCK
+    from state.errors import DstreamError
+    from state.lifecycle import run
+
+    session = _session(args)
+    with _lock(session, RUN_LOCK, "run", args.lock_timeout):
+        state = session.manager.read()
+        if state.serial == 0:
+            raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {args.target}")
+        pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: _provider_log(label, session.redactor.text(line)))
+        previous = {sig: signal.signal(sig, lambda s, f: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        started = time.monotonic()
+        try:
+            result, checkpoints = run(session, state, args.once, pipeline, interval=float(os.environ.get("DSTREAM_CHECKPOINT_INTERVAL", "1")))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    _check_run(session, result)
+    how = "stopped on request" if result.stopped else "input caught up" if args.once else "input finished"
+    log.info("run %s after %.1fs: %d checkpoints acknowledged; streams at %s", how, time.monotonic() - started, result.acked, json.dumps(checkpoints.positions, sort_keys=True))
+    return EXIT_OK
+
+
+def _check_run(session: Any, result: Any) -> None:
+    from providers.host import HostError
+
+    if result.failure is not None or result.output_code != 0:
+        failure = result.failure or HostError(f"exited with code {result.output_code}", stderr_tail=result.output_tail)
+        raise session.provider_error("output", failure)
+    stopped_by_us = result.stopped and result.input_code in (0, -signal.SIGTERM)
+    if result.input_code != 0 and not stopped_by_us:
+        raise session.provider_error("input", HostError(f"exited with code {result.input_code}", stderr_tail=result.input_tail))
+
+
+def _state_for(args: argparse.Namespace) -> tuple[Any, Any]:
+    session = _session(args)
+    return session, session.manager.read()
+
+
+def cmd_state_list(args: argparse.Namespace, ctx: Context) -> int:
+    _, state = _state_for(args)
+    _out("".join(f"{r.address}\n" for r in state.resources))
+    return EXIT_OK
+
+
+def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
+    from state.errors import UsageError
+
+    _, state = _state_for(args)
+    if not args.address:
+        _out(state.to_json().decode())
+        return EXIT_OK
+    for r in state.resources:
+        if r.address == args.address:
+            _out(json.dumps({"address": r.address, "provider": r.provider, "id": r.id, "attributes": r.attributes}, indent=2, sort_keys=True) + "\n")
+            return EXIT_OK
+    raise UsageError(f"no resource {args.address} in state", hint="see dstream state list")
+
+
+def cmd_state_unlock(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import RUN_LOCK, STATE_LOCK
+    from state.errors import StateError
+
+    session = _session(args)
+    locker = session.backend.locker
+    for name in (STATE_LOCK, RUN_LOCK):
+        holder = locker.holder(name)
+        if holder is not None and holder.id == args.lock_id:
+            locker.force_unlock(name, args.lock_id)
+            _out(f"Released the {name} lock {args.lock_id} ({holder.who}).\n")
+            return EXIT_OK
+    raise StateError(f"no lock with ID {args.lock_id} on task {session.task.name}", hint="dstream status shows the current locks")
+
+
+def cmd_providers(args: argparse.Namespace, ctx: Context) -> int:
+    for name, (module, role, description) in sorted(_builtins().items()):
+        _out(f"{name:<12} {role:<7} {description}\n")
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
+    _out(f"dstream {__version__} (provider protocol 1, Python {sys.version.split()[0]})\n")
+    return EXIT_OK
+
+
+def cmd_provider(args: argparse.Namespace, ctx: Context) -> int:
+    import importlib
+
+    from state.errors import UsageError
+
+    builtins = _builtins()
+    if args.name not in builtins:
+        raise UsageError(f"unknown provider '{args.name}'", hint=f"built-in providers: {', '.join(sorted(builtins))}")
+    return int(importlib.import_module(builtins[args.name][0]).main())
+
+
+# --- logging and the one place errors become exit codes -------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)), "level": record.levelname.lower(),
+               "logger": record.name, "message": record.getMessage()}
+        return json.dumps(doc, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name.startswith("dstream."):
+            return f"[{record.name[len('dstream.'):]}] {message}"
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.capitalize()}: {message}"
+        return message
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger("dstream")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _exit_code(exc: Exception) -> int:
+    from state import errors
+
+    for kind, code in ((errors.UsageError, EXIT_USAGE), (errors.LockedError, EXIT_LOCKED), (errors.ProviderError, EXIT_PROVIDER),
+                       (errors.Interrupted, EXIT_INTERRUPTED)):
+        if isinstance(exc, kind):
+            return code
+    return EXIT_ERROR
+
+
+def _fail(message: str, fmt: str) -> None:
+    if fmt == "json":
+        sys.stderr.write(json.dumps({"level": "error", "logger": "dstream", "message": message}) + "\n")
+    else:
+        sys.stderr.write(f"Error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    fmt = "json" if "--log-format=json" in argv or ("--log-format" in argv and "json" in argv) else "text"
+    debug = "debug" in argv and any(a.startswith("--log-level") for a in argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageFailure as exc:
+        _fail(f"{exc} (see dstream --help)", fmt)
+        return EXIT_USAGE
+    _setup_logging(args.log_level, args.log_format)
+    colour = not args.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+    try:
+        return int(args.run(args, Context(colour, args.log_format)))
+    except KeyboardInterrupt:
+        _fail("interrupted", args.log_format)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as exc:
+        from state.errors import DstreamError
+
+        if isinstance(exc, DstreamError):
+            _fail(str(exc), args.log_format)
+            return _exit_code(exc)
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --log-level debug for the traceback)", args.log_format)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+# mssql-to-asb: the seed scenario - SQL Server CDC changes of dbo.Persons,
+# dbo.Orders and dbo.Customers to one Azure Service Bus queue per table
+# (Persons_cdc_events, ...), with the queues managed by dstream.
+#
+# NOTE: the "mssql-cdc" and "asb-queues" providers arrive in later releases.
+# Until then `dstream validate` on this file reports the provider as unknown.
+#
+# Secrets come from the environment, never from this file:
+#   SQL_CONNECTION, ASB_CONNECTION, AZURE_SUBSCRIPTION_ID,
+#   AZURE_RESOURCE_GROUP, ASB_NAMESPACE
+
+task "mssql-to-asb" {
+  type = "providers"
+
+  # Keep state in Azure Blob Storage instead of next to this file:
+  # backend "azureblob" {
+  #   storage_account = "{{ env \"STATE_STORAGE_ACCOUNT\" }}"
+  #   container       = "dstream-state"
+  #   key             = "mssql-to-asb.state.json"
+  # }
+
+  input {
+    provider = "mssql-cdc"
+    config {
+      connection_string = "{{ env \"SQL_CONNECTION\" }}"
+      tables            = ["Persons", "Orders", "Customers"]
+    }
+  }
+
+  output {
+    provider = "asb-queues"
+    config {
+      subscription_id   = "{{ env \"AZURE_SUBSCRIPTION_ID\" }}"
+      resource_group    = "{{ env \"AZURE_RESOURCE_GROUP\" }}"
+      namespace         = "{{ env \"ASB_NAMESPACE\" }}"
+      connection_string = "{{ env \"ASB_CONNECTION\" }}"
+      queue_name        = "{table}_cdc_events"
+    }
+  }
+}

@@ -1,0 +1,8 @@
+"""Built-in dstream providers. Each module also runs on its own: python -m providers.<module>."""
+
+# name in task files -> (module, role, one-line description)
+BUILTINS: dict[str, tuple[str, str, str]] = {
+    "jsonl": ("providers.jsonl", "input", "replays a file of captured change envelopes"),
+    "generator": ("providers.generator", "input", "emits synthetic changes as fast as it can"),
+    "files": ("providers.files", "output", "appends each stream to its own JSON-lines file"),
+}

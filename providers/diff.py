@@ -1,0 +1,94 @@
+"""Desired vs actual vs state: the pure diff every Python provider shares.
+
+Resources are keyed by (type, name). `actual` is None when the caller did not
+refresh (plan --no-refresh): the state is then taken as the truth.
+Standard library only; returns plain dicts in the protocol's change shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+Key = tuple[str, str]
+Attrs = dict[str, Any]
+Equal = Callable[[str, Any, Any], bool]
+
+
+def plain_equal(attr: str, a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
+@dataclass
+class Diff:
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    unmanaged: list[Key] = field(default_factory=list)  # exist live, not in state
+
+    def by_action(self, action: str) -> list[dict[str, Any]]:
+        return [c for c in self.changes if c["action"] == action]
+
+
+def diff_resources(
+    desired: Mapping[Key, Attrs],
+    state: Mapping[Key, Attrs],
+    actual: Mapping[Key, Attrs] | None,
+    immutable: frozenset[str] = frozenset(),
+    equal: Equal = plain_equal,
+) -> Diff:
+    """Plan changes so that live == desired, touching only what state owns.
+
+    - desired, not in state, not live: create
+    - desired, not in state, live: unmanaged (the provider refuses or adopts)
+    - desired, in state, gone live: drift (deleted) + create
+    - desired, in state, live and different: update, or replace when an
+      immutable attribute differs; drift when live differs from state
+    - not desired, in state: delete (or only drift when already gone live)
+    """
+    live = dict(state) if actual is None else dict(actual)
+    result = Diff()
+    for key in sorted(set(desired) | set(state)):
+        want, known, have = desired.get(key), state.get(key), live.get(key)
+        if known is not None and have is None:
+            result.drift.append(_drift(key, known, None))
+        elif known is not None and have is not None and _differs(known, have, equal):
+            result.drift.append(_drift(key, known, have))
+        if want is None:
+            if known is not None and have is not None:
+                result.changes.append(_change("delete", key, have, None))
+            continue
+        if known is None and have is not None:
+            result.unmanaged.append(key)
+            continue
+        if have is None:
+            result.changes.append(_change("create", key, None, want))
+            continue
+        changed = _changed_attrs(have, want, equal)
+        if not changed:
+            continue
+        forcing = sorted(a for a in changed if a in immutable)
+        action = "replace" if forcing else "update"
+        result.changes.append(_change(action, key, have, want, forcing))
+    return result
+
+
+def _changed_attrs(before: Attrs, after: Attrs, equal: Equal) -> list[str]:
+    return sorted(a for a in after if not equal(a, before.get(a), after[a]))
+
+
+def _differs(a: Attrs, b: Attrs, equal: Equal) -> bool:
+    return any(not equal(k, a.get(k), b.get(k)) for k in set(a) | set(b))
+
+
+def _change(action: str, key: Key, before: Attrs | None, after: Attrs | None, forcing: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "action": action,
+        "resource": {"type": key[0], "name": key[1]},
+        "before": before,
+        "after": after,
+        "replace_paths": forcing or [],
+    }
+
+
+def _drift(key: Key, before: Attrs, after: Attrs | None) -> dict[str, Any]:
+    return {"resource": {"type": key[0], "name": key[1]}, "before": before, "after": after}

@@ -1,0 +1,1 @@
+"""dstream's domain: task files, state, plans and the backends that store state."""

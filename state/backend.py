@@ -1,0 +1,194 @@
+"""Backends: a tiny blob store and a locker per task, and one generic state manager.
+
+A backend adapter only moves bytes and holds locks; serial, lineage and
+"write only if nobody else did" live here, once, for every backend.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Protocol
+
+from state.errors import LockedError, StateError
+from state.model import Checkpoints, StateFile
+
+log = logging.getLogger("dstream")
+
+STATE_KEY = "state"
+CHECKPOINTS_KEY = "checkpoints"
+STATE_LOCK = "state"
+RUN_LOCK = "run"
+ANY = "*"  # put() precondition: overwrite whatever is there
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    token: str  # changes whenever the data changes (ETag, content hash)
+
+
+class Store(Protocol):
+    """Bytes under keys, written only if unchanged since read."""
+
+    def get(self, key: str) -> Blob | None: ...
+
+    def put(self, key: str, data: bytes, expect: str | None) -> str:
+        """Write and return the new token. `expect`: token read, None = must not exist, ANY.
+
+        Raises StateError when the precondition fails."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def where(self, key: str) -> str:
+        """Where a key lives, for messages."""
+        ...
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    operation: str
+    who: str
+    version: str
+    created: str
+
+    @classmethod
+    def new(cls, operation: str, version: str) -> "LockInfo":
+        who = f"{_user()}@{socket.gethostname()} (pid {os.getpid()})"
+        return cls(str(uuid.uuid4()), operation, who, version, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def describe(self) -> str:
+        return f"held by {self.who} since {self.created} for {self.operation} (lock ID {self.id}, dstream {self.version})"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Locker(Protocol):
+    """Named exclusive locks for one task ("state", "run")."""
+
+    def try_lock(self, name: str, info: LockInfo) -> LockInfo | None:
+        """Take the lock and return None, or return the holder's info without waiting."""
+        ...
+
+    def unlock(self, name: str, info: LockInfo) -> None: ...
+
+    def holder(self, name: str) -> LockInfo | None: ...
+
+    def force_unlock(self, name: str, lock_id: str) -> None:
+        """Break a lock only when lock_id is the current holder's id."""
+        ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    store: Store
+    locker: Locker
+    description: str
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def acquire(locker: Locker, name: str, info: LockInfo, timeout: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Take a lock, waiting up to `timeout` seconds with backoff (1 s doubling to 16 s)."""
+    deadline = time.monotonic() + timeout
+    delay = 1.0
+    told = False
+    while True:
+        holder = locker.try_lock(name, info)
+        if holder is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            what = "task is already running" if name == RUN_LOCK else "state is locked"
+            raise LockedError(f"{what}: {holder.describe()}", hint=_lock_hint(name, holder, timeout))
+        if not told:
+            log.warning("waiting for the %s lock, %s", name, holder.describe())
+            told = True
+        sleep(min(delay, left))
+        delay = min(delay * 2, 16.0)
+
+
+def _lock_hint(name: str, holder: LockInfo, timeout: float) -> str:
+    if name == RUN_LOCK:
+        return "wait for it to finish, or pass --lock-timeout to wait"
+    return f"retry with --lock-timeout, or if the holder is gone: dstream state unlock TASK {holder.id}"
+
+
+class StateManager:
+    """Reads and writes one task's state: serial +1 per write, lineage fixed, no lost writes.
+
+    Callers that write must hold the task's state lock."""
+
+    def __init__(self, store: Store, task: str, dstream_version: str):
+        self.store = store
+        self.task = task
+        self.version = dstream_version
+        self._token: str | None = None
+        self._read_serial = 0
+        self._lineage = ""
+
+    def read(self) -> StateFile:
+        """The current state; a new empty one (serial 0) when none exists yet."""
+        blob = self.store.get(STATE_KEY)
+        if blob is None:
+            self._token = None
+            state = StateFile.new(self.task, self.version)
+        else:
+            self._token = blob.token
+            state = StateFile.from_json(blob.data, self.store.where(STATE_KEY))
+            if state.task != self.task:
+                raise StateError(f"state at {self.store.where(STATE_KEY)} belongs to task {state.task!r}, not {self.task!r}")
+        self._read_serial, self._lineage = state.serial, state.lineage
+        return state
+
+    def write(self, state: StateFile) -> StateFile:
+        """Persist `state` as serial read+1; refuse another lineage or a concurrent write."""
+        if state.lineage != self._lineage:
+            raise StateError(f"refusing to overwrite state of lineage {self._lineage} with lineage {state.lineage}")
+        new = replace(state, serial=self._read_serial + 1, dstream_version=self.version)
+        self._token = self.store.put(STATE_KEY, new.to_json(), self._token)
+        self._read_serial = new.serial
+        return new
+
+    def checkpoints(self) -> Checkpoints:
+        blob = self.store.get(CHECKPOINTS_KEY)
+        if blob is None:
+            return Checkpoints(self.task)
+        return Checkpoints.from_json(blob.data, self.store.where(CHECKPOINTS_KEY))
+
+    def write_checkpoints(self, checkpoints: Checkpoints) -> None:
+        """Caller holds the run lock (or the state lock, for init/destroy)."""
+        self.store.put(CHECKPOINTS_KEY, checkpoints.to_json(), ANY)
+
+    def clear_checkpoints(self) -> None:
+        self.store.delete(CHECKPOINTS_KEY)
+
+
+class held:
+    """Context manager: hold a named lock for the duration of a block."""
+
+    def __init__(self, locker: Locker, name: str, operation: str, version: str, timeout: float):
+        self.locker = locker
+        self.name = name
+        self.info = LockInfo.new(operation, version)
+        self.timeout = timeout
+
+    def __enter__(self) -> LockInfo:
+        acquire(self.locker, self.name, self.info, self.timeout)
+        return self.info
+
+    def __exit__(self, *exc: object) -> None:
+        self.locker.unlock(self.name, self.info)

@@ -1,0 +1,17 @@
+"""Chooses the backend a task file asks for. The only place that knows every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from state.backend import Backend
+from state.config import BackendSpec
+from state.errors import UsageError
+from state.local import DEFAULT_DIRECTORY, local_backend
+
+
+def open_backend(spec: BackendSpec, task_directory: Path, task: str) -> Backend:
+    if spec.kind == "local":
+        directory = Path(spec.settings.get("path") or DEFAULT_DIRECTORY)
+        return local_backend(directory if directory.is_absolute() else task_directory / directory, task)
+    raise UsageError(f"unknown backend {spec.kind!r}")

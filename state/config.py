@@ -1,0 +1,329 @@
+"""Task files: HCL2 with `{{ env "NAME" }}` templates, validated strictly.
+
+Read-only. Every error names the file and line, and suggests the closest
+valid key for typos. python-hcl2 silently keeps the last of duplicate
+attributes, so duplicates are found on the parse tree before it converts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from state.errors import TaskFileError
+
+DEFAULT_FILE = "dstream.hcl"
+TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
+ENV_ACTION = re.compile(r'^\s*env\s+\\?"([^"\\]+)\\?"\s*(?:\|\s*default\s+\\?"((?:[^"\\]|\\\\)*)\\?"\s*)?$')
+PLACEHOLDER = re.compile(r"__dstream_tpl_(\d+)__")
+TOP_LEVEL = ("task", "backend")
+TASK_KEYS = ("type", "input", "output")
+PROVIDER_KEYS = ("provider", "provider_path", "config")
+BACKENDS = {"local": ("path",)}
+Path_ = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    role: str  # "input" or "output"
+    name: str  # the built-in's name, or provider_path as written
+    executable: Path | None  # resolved provider_path; None for a built-in
+    config: dict[str, Any]
+    line: int
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    kind: str
+    settings: dict[str, Any]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    file: Path
+    input: ProviderSpec
+    output: ProviderSpec
+    backend: BackendSpec
+    lines: dict[Path_, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def directory(self) -> Path:
+        return self.file.parent
+
+    def provider(self, role: str) -> ProviderSpec:
+        return self.input if role == "input" else self.output
+
+    def where(self, *path: str) -> str:
+        """file:line of a key in this task, or just the file when unknown."""
+        line = self.lines.get(("task", self.name, *path)) or self.lines.get(("task", self.name, *path[:-1]))
+        return f"{self.file}:{line}" if line else str(self.file)
+
+
+@dataclass(frozen=True)
+class _Template:
+    variable: str
+    default: str | None
+    line: int
+
+
+# --- loading -------------------------------------------------------------------
+
+
+def load_task(file: Path, task_name: str | None, builtins: dict[str, tuple[str, str, str]], env: dict[str, str] | None = None) -> Task:
+    """Parse `file` and return the task named `task_name` (or its only task)."""
+    env = dict(os.environ) if env is None else env
+    text = _read(file)
+    text, templates = _extract_templates(text, file)
+    tree = _parse(text, file)
+    lines = _index_lines(tree, file)
+    doc = _to_dict(tree)
+    _check_keys(doc, TOP_LEVEL, "the top level", file, lines, ())
+    tasks = _tasks(doc, file, lines)
+    name = _select(tasks, task_name, file)
+    resolve = _Resolver(templates, env, file)
+    body = tasks[name]
+    task_path = ("task", name)
+    _check_keys(body, TASK_KEYS, f'task "{name}"', file, lines, task_path)
+    kind = body.get("type", "providers")
+    if kind != "providers":
+        raise TaskFileError(f'{file}:{lines.get((*task_path, "type"), 0)}: task "{name}" has type {kind!r}', hint='the only type is "providers"')
+    roles = {}
+    for role in ("input", "output"):
+        block = _one_block(body, role, f'task "{name}"', file, lines, task_path)
+        roles[role] = _provider(role, resolve.value(block), file, lines, (*task_path, role), builtins)
+    backend = _backend(doc, resolve, file, lines)
+    return Task(name, file.resolve(), roles["input"], roles["output"], backend, lines)
+
+
+def find_task_file(target: str, config_file: str | None) -> tuple[Path, str | None]:
+    """TARGET is an HCL file, or a task name looked up in -c FILE / ./dstream.hcl."""
+    if target.endswith(".hcl") or os.sep in target or (config_file is None and Path(target).is_file()):
+        return Path(target), None
+    return Path(config_file or DEFAULT_FILE), target
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TaskFileError(f"task file {file} not found", hint=f"give a path to an .hcl file, or run where {DEFAULT_FILE} is") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TaskFileError(f"cannot read task file {file}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
+    """Swap each {{ ... }} for a placeholder, so values can never break HCL syntax."""
+    templates: list[_Template] = []
+
+    def swap(match: re.Match[str]) -> str:
+        line = text.count("\n", 0, match.start()) + 1
+        action = ENV_ACTION.match(match.group(1))
+        if not action:
+            raise TaskFileError(
+                f"{file}:{line}: unsupported template {match.group(0)}",
+                hint='use {{ env "NAME" }} or {{ env "NAME" | default "value" }}',
+            )
+        default = action.group(2).replace("\\\\", "\\") if action.group(2) is not None else None
+        templates.append(_Template(action.group(1), default, line))
+        return f"__dstream_tpl_{len(templates) - 1}__"
+
+    return TEMPLATE.sub(swap, text), templates
+
+
+def _parse(text: str, file: Path) -> Any:
+    import hcl2  # imported here: parsing is the only code path that needs lark
+    from lark.exceptions import UnexpectedInput
+
+    try:
+        return hcl2.parses_to_tree(text)
+    except UnexpectedInput as exc:
+        found = getattr(exc, "token", None) or getattr(exc, "char", None)
+        detail = f"unexpected {str(found).strip()!r}" if found not in (None, "") else "unexpected end of file"
+        raise TaskFileError(f"{file}:{exc.line}:{exc.column}: HCL syntax error: {detail}") from None
+    except Exception as exc:  # python-hcl2 raises assorted types for odd input
+        raise TaskFileError(f"{file}: HCL syntax error: {str(exc).splitlines()[0]}") from None
+
+
+def _to_dict(tree: Any) -> dict[str, Any]:
+    import hcl2
+
+    options = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+    return hcl2.serialize(hcl2.transform(tree, discard_comments=True), serialization_options=options)
+
+
+# --- the parse tree: line numbers and duplicates -------------------------------
+
+
+def _index_lines(tree: Any, file: Path) -> dict[Path_, int]:
+    lines: dict[Path_, int] = {}
+    body = next(c for c in tree.children if getattr(c, "data", None) == "body")
+    _walk(body, (), lines, file)
+    return lines
+
+
+def _walk(body: Any, path: Path_, lines: dict[Path_, int], file: Path) -> None:
+    for node in body.children:
+        kind = getattr(node, "data", None)
+        if kind not in ("attribute", "block"):
+            continue
+        key = (*path, *_node_names(node))
+        line = node.meta.line
+        if key in lines and (kind == "attribute" or len(key) - len(path) > 1 or key[-1] in ("input", "output", "config")):
+            what = "attribute" if kind == "attribute" else "block"
+            raise TaskFileError(f"{file}:{line}: duplicate {what} {'.'.join(key)} (first at line {lines[key]})", hint="remove one of them")
+        lines.setdefault(key, line)
+        if kind == "block":
+            inner = next(c for c in node.children if getattr(c, "data", None) == "body")
+            _walk(inner, key, lines, file)
+
+
+def _node_names(node: Any) -> Path_:
+    """The identifier and labels of a block, or the name of an attribute."""
+    names = []
+    for child in node.children:
+        data = getattr(child, "data", None)
+        if data == "identifier":
+            names.append(str(child.children[0]))
+        elif data == "string":
+            names.append("".join(str(t) for part in child.children if hasattr(part, "children") for t in part.children))
+        if node.data == "attribute" and names:
+            break
+    return tuple(names)
+
+
+# --- structure ------------------------------------------------------------------
+
+
+def _check_keys(body: dict[str, Any], allowed: tuple[str, ...], where: str, file: Path, lines: dict[Path_, int], path: Path_) -> None:
+    for key in body:
+        if key not in allowed:
+            line = lines.get((*path, key), 0)
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+            raise TaskFileError(f"{file}:{line}: unknown key '{key}' in {where}", hint=hint)
+
+
+def _tasks(doc: dict[str, Any], file: Path, lines: dict[Path_, int]) -> dict[str, dict[str, Any]]:
+    tasks: dict[str, dict[str, Any]] = {}
+    for block in doc.get("task", []):
+        for name, body in block.items():
+            if not isinstance(body, dict):
+                raise TaskFileError(f'{file}:{lines.get(("task", name), 0)}: task "{name}" must be a block')
+            tasks[name] = body
+    if not tasks:
+        raise TaskFileError(f"{file}: no task block", hint='add task "<name>" { input { ... } output { ... } }')
+    return tasks
+
+
+def _select(tasks: dict[str, Any], name: str | None, file: Path) -> str:
+    if name is None:
+        if len(tasks) == 1:
+            return next(iter(tasks))
+        raise TaskFileError(f"{file} holds several tasks: {', '.join(sorted(tasks))}", hint="choose one with --task NAME")
+    if name not in tasks:
+        close = difflib.get_close_matches(name, list(tasks), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"tasks in it: {', '.join(sorted(tasks))}"
+        raise TaskFileError(f"no task '{name}' in {file}", hint=hint)
+    return name
+
+
+def _one_block(body: dict[str, Any], key: str, where: str, file: Path, lines: dict[Path_, int], path: Path_) -> dict[str, Any]:
+    blocks = body.get(key)
+    if not blocks:
+        raise TaskFileError(f"{file}:{lines.get(path, 0)}: {where} has no {key} block", hint=f"add {key} {{ provider = \"...\" config {{ ... }} }}")
+    if not isinstance(blocks, list) or not isinstance(blocks[0], dict):
+        raise TaskFileError(f"{file}:{lines.get((*path, key), 0)}: {key} must be a block, not an attribute")
+    return blocks[0]
+
+
+def _provider(role: str, block: dict[str, Any], file: Path, lines: dict[Path_, int], path: Path_, builtins: dict[str, tuple[str, str, str]]) -> ProviderSpec:
+    _check_keys(block, PROVIDER_KEYS, f"the {role} block", file, lines, path)
+    line = lines.get(path, 0)
+    configs = block.get("config", [{}])
+    config = configs[0] if isinstance(configs, list) and configs else configs
+    if not isinstance(config, dict):
+        raise TaskFileError(f"{file}:{lines.get((*path, 'config'), line)}: config must be a block")
+    if ("provider" in block) == ("provider_path" in block):
+        raise TaskFileError(f"{file}:{line}: the {role} block needs exactly one of provider or provider_path")
+    if "provider" in block:
+        name = str(block["provider"])
+        _check_builtin(name, role, builtins, f"{file}:{lines.get((*path, 'provider'), line)}")
+        return ProviderSpec(role, name, None, config, line)
+    written = str(block["provider_path"])
+    executable = (file.parent / written).resolve()
+    if not executable.is_file():
+        raise TaskFileError(f"{file}:{lines.get((*path, 'provider_path'), line)}: provider_path {written} not found (looked at {executable})")
+    if not os.access(executable, os.X_OK):
+        raise TaskFileError(f"{file}:{lines.get((*path, 'provider_path'), line)}: provider_path {written} is not executable", hint=f"chmod +x {executable}")
+    return ProviderSpec(role, written, executable, config, line)
+
+
+def _check_builtin(name: str, role: str, builtins: dict[str, tuple[str, str, str]], where: str) -> None:
+    if name not in builtins:
+        close = difflib.get_close_matches(name, list(builtins), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"built-in providers: {', '.join(sorted(builtins))}; or use provider_path"
+        raise TaskFileError(f"{where}: unknown provider '{name}'", hint=hint)
+    if builtins[name][1] != role:
+        raise TaskFileError(f"{where}: provider '{name}' is an {builtins[name][1]} provider, not an {role} provider")
+
+
+def _backend(doc: dict[str, Any], resolve: "_Resolver", file: Path, lines: dict[Path_, int]) -> BackendSpec:
+    blocks = doc.get("backend") or []
+    if not blocks:
+        return BackendSpec("local", {})
+    if len(blocks) > 1 or len(blocks[0]) > 1:
+        raise TaskFileError(f"{file}: more than one backend block", hint="keep one")
+    kind, settings = next(iter(blocks[0].items()))
+    line = lines.get(("backend", kind), 0)
+    if kind not in BACKENDS:
+        raise TaskFileError(f"{file}:{line}: unknown backend '{kind}'", hint=f"supported: {', '.join(BACKENDS)}")
+    settings = resolve.value(settings or {})
+    _check_keys(settings, BACKENDS[kind], f'backend "{kind}"', file, lines, ("backend", kind))
+    return BackendSpec(kind, settings, line)
+
+
+# --- templates -------------------------------------------------------------------
+
+
+class _Resolver:
+    """Replaces placeholders with environment values, only in what is used."""
+
+    def __init__(self, templates: list[_Template], env: dict[str, str], file: Path):
+        self.templates = templates
+        self.env = env
+        self.file = file
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, str) and "__dstream_tpl_" in value:
+            whole = re.fullmatch(r"\$\{(__dstream_tpl_\d+__)\}", value)
+            return PLACEHOLDER.sub(self._lookup, whole.group(1) if whole else value)
+        return value
+
+    def _lookup(self, match: re.Match[str]) -> str:
+        template = self.templates[int(match.group(1))]
+        value = self.env.get(template.variable)
+        if value is not None:
+            return value
+        if template.default is not None:
+            return template.default
+        raise TaskFileError(
+            f"{self.file}:{template.line}: environment variable {template.variable} is not set",
+            hint=f'set it, or give a default: {{{{ env "{template.variable}" | default "..." }}}}',
+        )
+
+
+def iter_tasks(file: Path) -> Iterator[str]:
+    """Names of the tasks in a file (for listings); no validation beyond parsing."""
+    text, _ = _extract_templates(_read(file), file)
+    for block in _to_dict(_parse(text, file)).get("task", []):
+        yield from block
