@@ -16,9 +16,10 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -388,7 +389,7 @@ def cmd_state_unlock(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_providers(args: argparse.Namespace, ctx: Context) -> int:
-    for name, (module, role, description) in sorted(_builtins().items()):
+    for name, (_module, role, description) in sorted(_builtins().items()):
         _out(f"{name:<12} {role:<7} {description}\n")
     return EXIT_OK
 

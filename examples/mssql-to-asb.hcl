@@ -12,13 +12,6 @@
 task "mssql-to-asb" {
   type = "providers"
 
-  # Keep state in Azure Blob Storage instead of next to this file:
-  # backend "azureblob" {
-  #   storage_account = "{{ env \"STATE_STORAGE_ACCOUNT\" }}"
-  #   container       = "dstream-state"
-  #   key             = "mssql-to-asb.state.json"
-  # }
-
   input {
     provider = "mssql-cdc"
     config {
@@ -38,3 +31,10 @@ task "mssql-to-asb" {
     }
   }
 }
+
+# Keep state in Azure Blob Storage instead of next to this file (next release):
+# backend "azureblob" {
+#   account_url = "https://<account>.blob.core.windows.net"
+#   container   = "dstream-state"
+#   prefix      = "prod/"
+# }

@@ -7,8 +7,9 @@ Standard library only; returns plain dicts in the protocol's change shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 Key = tuple[str, str]
 Attrs = dict[str, Any]

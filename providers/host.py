@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from providers.protocol import Envelope
 
@@ -46,11 +47,11 @@ class ProviderProcess:
     cwd: Path
 
     @classmethod
-    def builtin(cls, label: str, module: str, cwd: Path) -> "ProviderProcess":
+    def builtin(cls, label: str, module: str, cwd: Path) -> ProviderProcess:
         return cls(label, (sys.executable, "-m", module), cwd)
 
     @classmethod
-    def external(cls, label: str, executable: Path, cwd: Path) -> "ProviderProcess":
+    def external(cls, label: str, executable: Path, cwd: Path) -> ProviderProcess:
         return cls(label, (str(executable),), cwd)
 
     def start(self, stdin: Any, stdout: Any) -> subprocess.Popen[bytes]:

@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 if __package__ in (None, ""):  # run as a plain script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -85,13 +86,14 @@ def run(ctx: p.Context) -> None:
     start = min(done.values()) if wanted and all(s in done for s in wanted) else 0
     out = sys.stdout.buffer
     with open_file(ctx.config["path"]) as handle:
-        offset = start
+        resume_at = start
         while not ctx.stopping:
-            for _, offset, envelope in records(handle, offset, final=ctx.envelope.once):
+            for _, end, envelope in records(handle, resume_at, final=ctx.envelope.once):
+                resume_at = end
                 table = table_of(envelope)
-                if (wanted is None or table in wanted) and offset > done.get(table, -1):
+                if (wanted is None or table in wanted) and end > done.get(table, -1):
                     envelope["stream"] = table
-                    envelope["position"] = {"offset": offset}
+                    envelope["position"] = {"offset": end}
                     out.write(p.dumps(envelope))
                 if ctx.stopping:
                     break

@@ -15,8 +15,9 @@ import os
 import select
 import signal
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 PROTOCOL_VERSION = 1
 COMMANDS = ("validate", "plan", "init", "status", "destroy", "run")
@@ -58,7 +59,7 @@ class Envelope:
     once: bool = False
 
     @classmethod
-    def parse(cls, line: bytes | str) -> "Envelope":
+    def parse(cls, line: bytes | str) -> Envelope:
         try:
             obj = json.loads(line)
         except ValueError as exc:

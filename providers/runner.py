@@ -15,8 +15,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from providers.host import HostError, ProviderProcess, StderrRelay
 from providers.protocol import Envelope
@@ -79,7 +80,7 @@ class Pipeline:
         result.stopped = self._stop.is_set()
         return result
 
-    def _collect(self, output: subprocess.Popen[bytes], acks: "queue.Queue[Any]", on_acks: Callable[[dict[str, Any]], None], interval: float, result: RunResult) -> None:
+    def _collect(self, output: subprocess.Popen[bytes], acks: queue.Queue[Any], on_acks: Callable[[dict[str, Any]], None], interval: float, result: RunResult) -> None:
         pending: dict[str, Any] = {}
         flushed = time.monotonic()
         while True:
@@ -115,7 +116,7 @@ def _feed(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
         pass
 
 
-def _read_acks(output: subprocess.Popen[bytes], sink: "queue.Queue[Any]") -> None:
+def _read_acks(output: subprocess.Popen[bytes], sink: queue.Queue[Any]) -> None:
     assert output.stdout is not None
     lineno = 0
     for lineno, raw in enumerate(output.stdout, start=1):

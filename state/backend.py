@@ -12,8 +12,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 from state.errors import LockedError, StateError
 from state.model import Checkpoints, StateFile
@@ -60,7 +61,7 @@ class LockInfo:
     created: str
 
     @classmethod
-    def new(cls, operation: str, version: str) -> "LockInfo":
+    def new(cls, operation: str, version: str) -> LockInfo:
         who = f"{_user()}@{socket.gethostname()} (pid {os.getpid()})"
         return cls(str(uuid.uuid4()), operation, who, version, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 

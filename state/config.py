@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from state.errors import TaskFileError
 
@@ -273,7 +274,7 @@ def _check_builtin(name: str, role: str, builtins: dict[str, tuple[str, str, str
         raise TaskFileError(f"{where}: provider '{name}' is an {builtins[name][1]} provider, not an {role} provider")
 
 
-def _backend(doc: dict[str, Any], resolve: "_Resolver", file: Path, lines: dict[Path_, int]) -> BackendSpec:
+def _backend(doc: dict[str, Any], resolve: _Resolver, file: Path, lines: dict[Path_, int]) -> BackendSpec:
     blocks = doc.get("backend") or []
     if not blocks:
         return BackendSpec("local", {})

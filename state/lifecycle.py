@@ -7,8 +7,9 @@ the StateManager, and everything a provider says passes the Redactor first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from providers.host import HostError, ProviderProcess, converse
 from providers.protocol import Envelope
@@ -35,7 +36,7 @@ class Session:
     on_log: LogSink
 
     @classmethod
-    def open(cls, task: Task, backend: Backend, version: str, builtins: dict[str, tuple[str, str, str]], on_log: LogSink) -> "Session":
+    def open(cls, task: Task, backend: Backend, version: str, builtins: dict[str, tuple[str, str, str]], on_log: LogSink) -> Session:
         secrets = find_secrets(task.input.config) | find_secrets(task.output.config) | find_secrets(task.backend.settings)
         return cls(task, backend, StateManager(backend.store, task.name, version), Redactor(secrets), builtins, on_log)
 

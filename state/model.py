@@ -50,17 +50,17 @@ class StateFile:
     streams: tuple[dict[str, Any], ...] = ()
 
     @classmethod
-    def new(cls, task: str, dstream_version: str) -> "StateFile":
+    def new(cls, task: str, dstream_version: str) -> StateFile:
         return cls(task=task, lineage=str(uuid.uuid4()), dstream_version=dstream_version)
 
     def owned_by(self, role: str) -> list[Resource]:
         return [r for r in self.resources if r.role == role]
 
-    def put(self, resource: Resource) -> "StateFile":
+    def put(self, resource: Resource) -> StateFile:
         kept = tuple(r for r in self.resources if r.key != resource.key)
         return replace(self, resources=tuple(sorted(kept + (resource,), key=lambda r: r.key)))
 
-    def remove(self, key: tuple[str, str, str]) -> "StateFile":
+    def remove(self, key: tuple[str, str, str]) -> StateFile:
         return replace(self, resources=tuple(r for r in self.resources if r.key != key))
 
     def to_json(self) -> bytes:
@@ -79,7 +79,7 @@ class StateFile:
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> "StateFile":
+    def from_json(cls, data: bytes, where: str) -> StateFile:
         """Parse strictly: `version` first; anything unexpected is unusable state."""
         try:
             doc = json.loads(data)
@@ -114,7 +114,7 @@ class Checkpoints:
     positions: dict[str, Any] = field(default_factory=dict)
     updated: dict[str, str] = field(default_factory=dict)
 
-    def advance(self, positions: dict[str, Any]) -> "Checkpoints":
+    def advance(self, positions: dict[str, Any]) -> Checkpoints:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return Checkpoints(self.task, {**self.positions, **positions}, {**self.updated, **{s: now for s in positions}})
 
@@ -124,7 +124,7 @@ class Checkpoints:
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> "Checkpoints":
+    def from_json(cls, data: bytes, where: str) -> Checkpoints:
         try:
             doc = json.loads(data)
             if doc.get("version") != CHECKPOINTS_VERSION:

@@ -104,7 +104,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], where: str) -> "Plan":
+    def from_dict(cls, doc: dict[str, Any], where: str) -> Plan:
         try:
             if doc["format_version"] != PLAN_FORMAT:
                 raise ValueError(f"format {doc['format_version']!r}")

@@ -9,7 +9,8 @@ values in text, and secret-keyed values in documents, with "(sensitive)".
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 SENSITIVE = "(sensitive)"
 SECRET_KEY = re.compile(r"password|passwd|pwd|secret|token|key|connection_?string|sas|credential", re.I)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the built zipapp and a helper that runs it like a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="session")
+def pyz() -> Path:
+    """dist/dstream.pyz, built once per test session (DSTREAM_PYZ names a prebuilt one)."""
+    given = os.environ.get("DSTREAM_PYZ")
+    if given:
+        return Path(given).resolve()
+    subprocess.run(["bash", str(ROOT / "build.sh")], check=True, cwd=ROOT, timeout=600)
+    return ROOT / "dist" / "dstream.pyz"
+
+
+@pytest.fixture
+def dstream(pyz: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python dstream.pyz ARGS` in tmp_path (or cwd=...), returning the completed process."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: str | None = None,
+            timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "SHIV_ROOT": str(pyz.parent / ".shiv"), **(env or {})}
+        full_env.pop("NO_COLOR", None)
+        return subprocess.run([sys.executable, str(pyz), *args], cwd=cwd or tmp_path, env=full_env, input=stdin,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def example_dir(tmp_path: Path) -> Path:
+    """A private copy of examples/ (task files and data) to run the lifecycle in."""
+    target = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", target, ignore=shutil.ignore_patterns(".dstream", "out", "bench-out"))
+    return target
