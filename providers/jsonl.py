@@ -79,11 +79,11 @@ def announce_streams(ctx: p.Context) -> None:
 
 
 def run(ctx: p.Context) -> None:
-    wanted = {s["name"] for s in ctx.envelope.streams} or None
-    if ctx.config["tables"] is not None:
-        wanted = set(ctx.config["tables"])
+    # every table unless configured: a table the output has no place for is its error to report
+    wanted = set(ctx.config["tables"]) if ctx.config["tables"] is not None else None
     done = {s: int(pos.get("offset", 0)) for s, pos in ctx.envelope.checkpoints.items() if isinstance(pos, dict)}
-    start = min(done.values()) if wanted and all(s in done for s in wanted) else 0
+    # without a table list, a table first seen anywhere in the file must not be skipped: scan from 0
+    start = min(done[t] for t in wanted) if wanted and all(t in done for t in wanted) else 0
     out = sys.stdout.buffer
     with open_file(ctx.config["path"]) as handle:
         resume_at = start
