@@ -41,7 +41,7 @@ HELP = {
     "run": "stream changes from the input to the output",
     "status": "show resources, locks and per-stream checkpoints",
     "destroy": "delete everything this task's state owns",
-    "state": "inspect state: list, show, unlock",
+    "state": "inspect and move state: list, show, pull, push, unlock",
     "providers": "list the built-in providers",
     "version": "print the version",
     "provider": "run a built-in provider on stdin/stdout (used by dstream itself)",
@@ -144,6 +144,12 @@ def _add_state(p: Parser) -> None:
     show = sub.add_parser("show", parents=[target], help="print the state document, or one resource")
     show.add_argument("address", nargs="?", help='a resource address, e.g. output.file["Persons"]')
     show.set_defaults(run=cmd_state_show)
+    sub.add_parser("pull", parents=[target], help="print state and checkpoints as one JSON bundle").set_defaults(run=cmd_state_pull)
+    push = sub.add_parser("push", parents=[target], help="replace state (and checkpoints) from a file made by state pull")
+    push.add_argument("file", metavar="FILE")
+    push.add_argument("--force", action="store_true", help="push even another lineage or an older serial")
+    push.add_argument("--lock-timeout", metavar="DURATION", default="0s", type=duration)
+    push.set_defaults(run=cmd_state_push)
     unlock = sub.add_parser("unlock", parents=[target], help="release a lock left by a process that is gone")
     unlock.add_argument("lock_id", metavar="LOCK_ID")
     unlock.set_defaults(run=cmd_state_unlock)
@@ -280,13 +286,13 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
-    from state.backend import STATE_LOCK
+    from state.backend import RUN_LOCK, STATE_LOCK
     from state.errors import DstreamError
     from state.lifecycle import destroy, destroy_plan
     from state.render import plan_text
 
     session = _session(args)
-    with _lock(session, STATE_LOCK, "destroy", args.lock_timeout):
+    with _lock(session, STATE_LOCK, "destroy", args.lock_timeout), _lock(session, RUN_LOCK, "destroy", args.lock_timeout):
         state = session.manager.read()
         plan = destroy_plan(session, state)
         _out(plan_text(plan, ctx.colour))
@@ -324,6 +330,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         if state.serial == 0:
             raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {args.target}")
         pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: _provider_log(label, session.redactor.text(line)))
+        session.backend.locker.watch(lambda name, why: pipeline.stop())
         previous = {sig: signal.signal(sig, lambda s, f: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         started = time.monotonic()
         try:
@@ -340,6 +347,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 def _check_run(session: Any, result: Any) -> None:
     from providers.host import HostError
 
+    if result.persist_error is not None:
+        raise result.persist_error
     if result.failure is not None or result.output_code != 0:
         failure = result.failure or HostError(f"exited with code {result.output_code}", stderr_tail=result.output_tail)
         raise session.provider_error("output", failure)
@@ -371,6 +380,43 @@ def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
             _out(json.dumps({"address": r.address, "provider": r.provider, "id": r.id, "attributes": r.attributes}, indent=2, sort_keys=True) + "\n")
             return EXIT_OK
     raise UsageError(f"no resource {args.address} in state", hint="see dstream state list")
+
+
+BUNDLE_FORMAT = "dstream-state-bundle"
+
+
+def cmd_state_pull(args: argparse.Namespace, ctx: Context) -> int:
+    session, state = _state_for(args)
+    if not session.manager.exists:
+        from state.errors import StateError
+
+        raise StateError(f"task {session.task.name} has no state in {session.backend.description}")
+    checkpoints = session.manager.checkpoints()
+    bundle = {"format": BUNDLE_FORMAT, "version": 1, "state": json.loads(state.to_json()), "checkpoints": json.loads(checkpoints.to_json())}
+    _out(json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def cmd_state_push(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import RUN_LOCK, STATE_LOCK
+    from state.errors import UsageError
+    from state.model import Checkpoints, StateFile
+
+    try:
+        doc = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+    bundle = doc if isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT else {"state": doc, "checkpoints": None}
+    state = StateFile.from_json(json.dumps(bundle["state"]).encode(), args.file)
+    checkpoints = Checkpoints.from_json(json.dumps(bundle["checkpoints"]).encode(), args.file) if bundle.get("checkpoints") else None
+    session = _session(args)
+    with _lock(session, STATE_LOCK, "push", args.lock_timeout), _lock(session, RUN_LOCK, "push", args.lock_timeout):
+        pushed = session.manager.push(state, args.force)
+        if checkpoints is not None:
+            session.manager.write_checkpoints(checkpoints)
+    _out(f"Pushed state serial {pushed.serial} (lineage {pushed.lineage}) to {session.backend.description}"
+         + (f" with checkpoints for {len(checkpoints.positions)} stream(s)" if checkpoints else "") + ".\n")
+    return EXIT_OK
 
 
 def cmd_state_unlock(args: argparse.Namespace, ctx: Context) -> int:
@@ -437,6 +483,10 @@ def _setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    sdk = logging.getLogger("azure")  # the SDKs log request details: only on request
+    sdk.handlers[:] = [handler] if level == "debug" else [logging.NullHandler()]
+    sdk.setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+    sdk.propagate = False
 
 
 def _exit_code(exc: Exception) -> int:

@@ -31,6 +31,7 @@ class RunResult:
     output_code: int = 0
     stopped: bool = False  # stopped on request (signal), not by the providers
     failure: HostError | None = None
+    persist_error: Exception | None = None  # acks that could not be persisted; the run was stopped
     acked: int = 0  # checkpoint lines received
     input_tail: list[str] = field(default_factory=list)
     output_tail: list[str] = field(default_factory=list)
@@ -101,10 +102,20 @@ class Pipeline:
             elif message.get("type") == "error" and result.failure is None:
                 result.failure = HostError(str(message.get("message")), hint=message.get("hint"), key=message.get("key"))
             if pending and time.monotonic() - flushed >= interval:
-                on_acks(pending)
+                self._persist(on_acks, pending, result)
                 pending, flushed = {}, time.monotonic()
         if pending:
-            on_acks(pending)
+            self._persist(on_acks, pending, result)
+
+    def _persist(self, on_acks: Callable[[dict[str, Any]], None], acked: dict[str, Any], result: RunResult) -> None:
+        """Hand acks over; if that fails, stop the run (data already delivered is redelivered next time)."""
+        if result.persist_error is not None:
+            return
+        try:
+            on_acks(acked)
+        except Exception as exc:
+            result.persist_error = exc
+            self.stop()
 
 
 def _feed(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:

@@ -87,6 +87,10 @@ class Locker(Protocol):
         """Break a lock only when lock_id is the current holder's id."""
         ...
 
+    def watch(self, callback: Callable[[str, str], None]) -> None:
+        """Call back (lock name, reason) if a held lock is lost; locks that cannot be lost ignore it."""
+        ...
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -155,6 +159,11 @@ class StateManager:
         self._read_serial, self._lineage = state.serial, state.lineage
         return state
 
+    @property
+    def exists(self) -> bool:
+        """Whether the last read() found a persisted state."""
+        return self._token is not None
+
     def write(self, state: StateFile) -> StateFile:
         """Persist `state` as serial read+1; refuse another lineage or a concurrent write."""
         if state.lineage != self._lineage:
@@ -169,6 +178,25 @@ class StateManager:
         if blob is None:
             return Checkpoints(self.task)
         return Checkpoints.from_json(blob.data, self.store.where(CHECKPOINTS_KEY))
+
+    def push(self, state: StateFile, force: bool) -> StateFile:
+        """Replace the state with another copy (migration between backends).
+
+        Refuses another lineage or an older serial unless `force`; an empty
+        backend takes the pushed state as it is. Caller holds the state lock."""
+        current = self.read()
+        if self._token is not None and not force:
+            if state.lineage != current.lineage:
+                raise StateError(f"refusing to push state of lineage {state.lineage} over lineage {current.lineage}", hint="pass --force to replace it anyway")
+            if state.serial < current.serial:
+                raise StateError(f"refusing to push serial {state.serial} over newer serial {current.serial}", hint="pass --force to replace it anyway")
+        if state.task != self.task:
+            raise StateError(f"the pushed state belongs to task {state.task!r}, not {self.task!r}")
+        serial = max(state.serial, current.serial + 1 if self._token is not None else state.serial)
+        new = replace(state, serial=serial, dstream_version=self.version)
+        self._token = self.store.put(STATE_KEY, new.to_json(), self._token)
+        self._read_serial, self._lineage = new.serial, new.lineage
+        return new
 
     def write_checkpoints(self, checkpoints: Checkpoints) -> None:
         """Caller holds the run lock (or the state lock, for init/destroy)."""

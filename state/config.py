@@ -24,7 +24,7 @@ PLACEHOLDER = re.compile(r"__dstream_tpl_(\d+)__")
 TOP_LEVEL = ("task", "backend")
 TASK_KEYS = ("type", "input", "output")
 PROVIDER_KEYS = ("provider", "provider_path", "config")
-BACKENDS = {"local": ("path",)}
+BACKENDS = {"local": ("path",), "azureblob": ("container", "prefix", "account_url", "connection_string", "lease_duration")}
 Path_ = tuple[str, ...]
 
 

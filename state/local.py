@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -119,6 +120,9 @@ class LocalLocker:
             return LockInfo(**json.loads(text)) if text.strip() else None
         except (ValueError, TypeError):
             return None
+
+    def watch(self, callback: Callable[[str, str], None]) -> None:
+        """Local and in-memory locks cannot be lost while their process lives."""
 
     def force_unlock(self, name: str, lock_id: str) -> None:
         """A local lock cannot outlive its process; only a leftover record is cleared."""

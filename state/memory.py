@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 
 from state.backend import ANY, Backend, Blob, LockInfo
 from state.errors import StateError
@@ -56,6 +57,9 @@ class MemoryLocker:
 
     def holder(self, name: str) -> LockInfo | None:
         return self.locks.get(name)
+
+    def watch(self, callback: Callable[[str, str], None]) -> None:
+        """Local and in-memory locks cannot be lost while their process lives."""
 
     def force_unlock(self, name: str, lock_id: str) -> None:
         with self._mutex:
