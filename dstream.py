@@ -287,7 +287,7 @@ def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
     from state.backend import RUN_LOCK, STATE_LOCK
-    from state.errors import DstreamError
+    from state.errors import DstreamError, UsageError
     from state.lifecycle import destroy, destroy_plan
     from state.render import plan_text
 
@@ -296,7 +296,9 @@ def cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
         state = session.manager.read()
         plan = destroy_plan(session, state)
         _out(plan_text(plan, ctx.colour))
-        if plan.has_changes and not args.auto_approve and sys.stdin.isatty():
+        if plan.has_changes and not args.auto_approve:
+            if not sys.stdin.isatty():
+                raise UsageError("destroy needs confirmation and stdin is not a terminal", hint="pass --auto-approve to destroy without asking")
             _out(f"\nDestroy every resource of task {session.task.name}? Only 'yes' will be accepted: ")
             if sys.stdin.readline().strip() != "yes":
                 raise DstreamError("destroy cancelled", hint="nothing was changed")

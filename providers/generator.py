@@ -56,7 +56,6 @@ def run(ctx: p.Context) -> None:
     start = min(done.get(t, 0) for t in tables) + 1
     count = ctx.config["count"]
     filler = "x" * max(0, ctx.config["payload_bytes"])
-    out = sys.stdout.buffer
     seq = start
     while not ctx.stopping and (count == 0 or seq <= count):
         end = seq + BLOCK if count == 0 else min(seq + BLOCK, count + 1)
@@ -65,9 +64,8 @@ def run(ctx: p.Context) -> None:
             table = tables[i % len(tables)]
             if i > done.get(table, 0):
                 block.append(line(i, table, filler))
-        out.write(b"".join(block))
+        p.write_all(1, b"".join(block))
         seq = end
-    out.flush()
 
 
 HANDLERS = {"plan": announce_streams, "init": announce_streams, "status": announce_streams, "destroy": announce_streams, "validate": announce_streams, "run": run}

@@ -84,7 +84,7 @@ def run(ctx: p.Context) -> None:
     done = {s: int(pos.get("offset", 0)) for s, pos in ctx.envelope.checkpoints.items() if isinstance(pos, dict)}
     # without a table list, a table first seen anywhere in the file must not be skipped: scan from 0
     start = min(done[t] for t in wanted) if wanted and all(t in done for t in wanted) else 0
-    out = sys.stdout.buffer
+    pending: list[bytes] = []
     with open_file(ctx.config["path"]) as handle:
         resume_at = start
         while not ctx.stopping:
@@ -94,10 +94,14 @@ def run(ctx: p.Context) -> None:
                 if (wanted is None or table in wanted) and end > done.get(table, -1):
                     envelope["stream"] = table
                     envelope["position"] = {"offset": end}
-                    out.write(p.dumps(envelope))
+                    pending.append(p.dumps(envelope))
+                    if len(pending) >= 512:
+                        p.write_all(1, b"".join(pending))
+                        pending.clear()
                 if ctx.stopping:
                     break
-            out.flush()
+            p.write_all(1, b"".join(pending))
+            pending.clear()
             if ctx.envelope.once:
                 break
             time.sleep(ctx.config["poll_interval"])

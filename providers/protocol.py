@@ -180,6 +180,14 @@ class Writer:
         self._out.flush()
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte, whatever signals interrupt (a buffered write can lose a partial block)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
 # --- reading data lines (output providers) ----------------------------------
 
 

@@ -145,7 +145,8 @@ def _parse(text: str, file: Path) -> Any:
         return hcl2.parses_to_tree(text)
     except UnexpectedInput as exc:
         found = getattr(exc, "token", None) or getattr(exc, "char", None)
-        detail = f"unexpected {str(found).strip()!r}" if found not in (None, "") else "unexpected end of file"
+        text = str(found).strip().splitlines()[0][:40] if found not in (None, "") and str(found).strip() else ""
+        detail = f"unexpected {text!r}" if text else "unexpected end of file"
         raise TaskFileError(f"{file}:{exc.line}:{exc.column}: HCL syntax error: {detail}") from None
     except Exception as exc:  # python-hcl2 raises assorted types for odd input
         raise TaskFileError(f"{file}: HCL syntax error: {str(exc).splitlines()[0]}") from None

@@ -143,7 +143,8 @@ def make_plan(session: Session, state: StateFile, refresh: bool) -> Plan:
             streams = collector.streams
         collected[role] = collector
     return Plan(
-        task=session.task.name, lineage=state.lineage, serial=state.serial, config_digest=session.digest(), refreshed=refresh,
+        task=session.task.name, lineage=state.lineage if session.manager.exists else "", serial=state.serial,
+        config_digest=session.digest(), refreshed=refresh,
         streams=streams,
         changes=tuple(c for role in ROLES for c in collected[role].changes),
         drift=tuple(d for role in ROLES for d in collected[role].drift),
@@ -219,8 +220,8 @@ def _record_start_positions(session: Session, positions: dict[str, Any]) -> None
 
 def destroy_plan(session: Session, state: StateFile) -> Plan:
     changes = tuple(Change(r.role, r.provider, r.type, r.name, "delete", before=r.attributes) for r in state.resources)
-    return Plan(task=session.task.name, lineage=state.lineage, serial=state.serial, config_digest=session.digest(), refreshed=False,
-                streams=state.streams, changes=changes)
+    return Plan(task=session.task.name, lineage=state.lineage if session.manager.exists else "", serial=state.serial,
+                config_digest=session.digest(), refreshed=False, streams=state.streams, changes=changes)
 
 
 def destroy(session: Session, state: StateFile) -> tuple[StateFile, int]:

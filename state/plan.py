@@ -61,7 +61,7 @@ class Drift:
 @dataclass(frozen=True)
 class Plan:
     task: str
-    lineage: str
+    lineage: str  # "" when planned before any state existed
     serial: int
     config_digest: str
     refreshed: bool
@@ -124,7 +124,9 @@ class Plan:
         """A saved plan applies only to the state and config it was made from."""
         if self.task != task:
             raise StalePlanError(f"saved plan is for task {self.task!r}, not {task!r}")
-        if self.lineage != state.lineage:
+        if self.lineage == "" and state.serial != 0:
+            raise StalePlanError("saved plan is stale: state was created since the plan was made", hint="run dstream plan again")
+        if self.lineage and self.lineage != state.lineage:
             raise StalePlanError("saved plan is stale: the state was replaced since the plan was made (lineage changed)", hint="run dstream plan again")
         if self.serial != state.serial:
             raise StalePlanError(f"saved plan is stale: state serial moved from {self.serial} to {state.serial}", hint="run dstream plan again")

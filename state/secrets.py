@@ -8,6 +8,7 @@ values in text, and secret-keyed values in documents, with "(sensitive)".
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -40,11 +41,14 @@ def find_secrets(config: Any, key: str = "") -> set[str]:
 
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()):
-        # longest first, so a connection string goes before the key inside it
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted(set(self._secrets) | {s for s in secrets if s}, key=len, reverse=True)
+        """Also the JSON-escaped form: a provider may log its config as JSON."""
+        forms = {form for s in secrets if s for form in (s, json.dumps(s, ensure_ascii=False)[1:-1], json.dumps(s)[1:-1])}
+        # longest first, so a connection string goes before the key inside it
+        self._secrets = sorted(set(self._secrets) | forms, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:
