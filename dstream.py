@@ -517,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageFailure as exc:
         _fail(f"{exc} (see dstream --help)", fmt)
         return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
     _setup_logging(args.log_level, args.log_format)
     colour = not args.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     try:

@@ -73,7 +73,7 @@ class Envelope:
             raise ProtocolError(f"unknown command {command!r} (expected one of {', '.join(COMMANDS)})")
         changes = obj.get("changes")
         protocol = obj.get("protocol", PROTOCOL_VERSION)
-        if not isinstance(protocol, int) or protocol > PROTOCOL_VERSION:
+        if isinstance(protocol, bool) or not isinstance(protocol, int) or protocol > PROTOCOL_VERSION:
             raise ProtocolError(f"envelope speaks protocol {protocol!r}; this provider speaks {PROTOCOL_VERSION}")
         if not isinstance(obj.get("config") or {}, dict):
             raise ProtocolError("envelope field 'config' must be an object")
@@ -243,6 +243,11 @@ class LineReader:
 
     def batches(self) -> Iterator[list[tuple[int, bytes]]]:
         data = self._rest
+        if b"\n" in data:  # complete lines that came with the envelope go first, without waiting
+            head, _, data = data.rpartition(b"\n")
+            batch = self._split(head.split(b"\n"))
+            if batch:
+                yield batch
         while True:
             try:
                 chunk = os.read(self._fd, READ_CHUNK)
@@ -252,15 +257,20 @@ class LineReader:
             data = parts.pop() if chunk else b""
             if not chunk and parts[-1:] == [b""]:
                 parts.pop()
-            batch = []
-            for part in parts:
-                if part.strip():
-                    batch.append((self._lineno, part))
-                self._lineno += 1
+            batch = self._split(parts)
             if batch:
                 yield batch
             if not chunk:
                 return
+
+    def _split(self, parts: list[bytes]) -> list[tuple[int, bytes]]:
+        """Number the lines; blank ones are skipped but counted."""
+        batch = []
+        for part in parts:
+            if part.strip():
+                batch.append((self._lineno, part))
+            self._lineno += 1
+        return batch
 
 
 def read_envelope_line(fd: int = 0) -> tuple[bytes, bytes]:

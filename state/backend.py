@@ -149,14 +149,14 @@ class StateManager:
         """The current state; a new empty one (serial 0) when none exists yet."""
         blob = self.store.get(STATE_KEY)
         if blob is None:
-            self._token = None
-            state = StateFile.new(self.task, self.version)
+            token, state = None, StateFile.new(self.task, self.version)
         else:
-            self._token = blob.token
             state = StateFile.from_json(blob.data, self.store.where(STATE_KEY))
             if state.task != self.task:
                 raise StateError(f"state at {self.store.where(STATE_KEY)} belongs to task {state.task!r}, not {self.task!r}")
-        self._read_serial, self._lineage = state.serial, state.lineage
+            token = blob.token
+        # only a state that parsed may be written over: an unusable one stays as it is
+        self._token, self._read_serial, self._lineage = token, state.serial, state.lineage
         return state
 
     @property

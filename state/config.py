@@ -71,6 +71,8 @@ class _Template:
     variable: str
     default: str | None
     line: int
+    column: int = 0  # where it starts in the original text
+    growth: int = 0  # original length minus placeholder length
 
 
 # --- loading -------------------------------------------------------------------
@@ -81,7 +83,7 @@ def load_task(file: Path, task_name: str | None, builtins: dict[str, tuple[str, 
     env = dict(os.environ) if env is None else env
     text = _read(file)
     text, templates = _extract_templates(text, file)
-    tree = _parse(text, file)
+    tree = _parse(text, file, templates)
     lines = _index_lines(tree, file)
     doc = _to_dict(tree)
     _check_keys(doc, TOP_LEVEL, "the top level", file, lines, ())
@@ -124,6 +126,7 @@ def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
 
     def swap(match: re.Match[str]) -> str:
         line = text.count("\n", 0, match.start()) + 1
+        column = match.start() - text.rfind("\n", 0, match.start())
         action = ENV_ACTION.match(match.group(1))
         if not action:
             raise TaskFileError(
@@ -131,13 +134,14 @@ def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
                 hint='use {{ env "NAME" }} or {{ env "NAME" | default "value" }}',
             )
         default = action.group(2).replace("\\\\", "\\") if action.group(2) is not None else None
-        templates.append(_Template(action.group(1), default, line))
-        return f"__dstream_tpl_{len(templates) - 1}__"
+        placeholder = f"__dstream_tpl_{len(templates)}__"
+        templates.append(_Template(action.group(1), default, line, column, len(match.group(0)) - len(placeholder)))
+        return placeholder
 
     return TEMPLATE.sub(swap, text), templates
 
 
-def _parse(text: str, file: Path) -> Any:
+def _parse(text: str, file: Path, templates: list[_Template] = ()) -> Any:  # type: ignore[assignment]
     import hcl2  # imported here: parsing is the only code path that needs lark
     from lark.exceptions import UnexpectedInput
 
@@ -147,9 +151,18 @@ def _parse(text: str, file: Path) -> Any:
         found = getattr(exc, "token", None) or getattr(exc, "char", None)
         text = str(found).strip().splitlines()[0][:40] if found not in (None, "") and str(found).strip() else ""
         detail = f"unexpected {text!r}" if text else "unexpected end of file"
-        raise TaskFileError(f"{file}:{exc.line}:{exc.column}: HCL syntax error: {detail}") from None
+        column = _original_column(exc.line, exc.column, templates)
+        raise TaskFileError(f"{file}:{exc.line}:{column}: HCL syntax error: {detail}") from None
     except Exception as exc:  # python-hcl2 raises assorted types for odd input
         raise TaskFileError(f"{file}: HCL syntax error: {str(exc).splitlines()[0]}") from None
+
+
+def _original_column(line: int, column: int, templates: list[_Template]) -> int:
+    """A column in the placeholder text, mapped back to the file as written."""
+    for template in sorted((t for t in templates if t.line == line), key=lambda t: t.column):
+        if template.column < column:
+            column += template.growth
+    return column
 
 
 def _to_dict(tree: Any) -> dict[str, Any]:
@@ -205,7 +218,7 @@ def _node_names(node: Any) -> Path_:
 def _check_keys(body: dict[str, Any], allowed: tuple[str, ...], where: str, file: Path, lines: dict[Path_, int], path: Path_) -> None:
     for key in body:
         if key not in allowed:
-            line = lines.get((*path, key), 0)
+            line = lines.get((*path, key)) or min((n for k, n in lines.items() if k[: len(path) + 1] == (*path, key)), default=0)
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
             raise TaskFileError(f"{file}:{line}: unknown key '{key}' in {where}", hint=hint)

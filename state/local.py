@@ -59,11 +59,15 @@ class LocalStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
+            try:
+                with open(temp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, path)
+            finally:
+                if temp.exists():
+                    temp.unlink()
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
@@ -112,6 +116,12 @@ class LocalLocker:
         handle.close()
 
     def holder(self, name: str) -> LockInfo | None:
+        """The live holder's info; None when nobody holds the flock (a leftover record is ignored)."""
+        if name not in self._held and not self._is_held(name):
+            return None
+        return self._record(name)
+
+    def _record(self, name: str) -> LockInfo | None:
         try:
             text = self.path(name).read_text()
         except FileNotFoundError:
@@ -124,19 +134,36 @@ class LocalLocker:
     def watch(self, callback: Callable[[str, str], None]) -> None:
         """Local and in-memory locks cannot be lost while their process lives."""
 
+    def _is_held(self, name: str) -> bool:
+        try:
+            with open(self.path(name), "a+") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                return False
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: assume held, the safe answer
+
     def force_unlock(self, name: str, lock_id: str) -> None:
-        """A local lock cannot outlive its process; only a leftover record is cleared."""
+        """Never breaks a live lock (it cannot outlive its process); clears a leftover record."""
+        if not self._is_held(name):
+            record = self._record(name)
+            if record is None or record.id != lock_id:
+                raise StateError(f"lock ID {lock_id} does not match the current {name} lock (none)")
+            self.path(name).write_text("")
+            return
         holder = self.holder(name)
         if holder is None or holder.id != lock_id:
             current = holder.id if holder else "none"
             raise StateError(f"lock ID {lock_id} does not match the current {name} lock ({current})")
-        probe = LockInfo.new("unlock", holder.version)
-        if self.try_lock(name, probe) is not None:
-            raise LockedError(
-                f"the {name} lock is held by a live process: {holder.describe()}",
-                hint="local locks are released when their process exits; stop that process",
-            )
-        self.unlock(name, probe)
+        raise LockedError(
+            f"the {name} lock is held by a live process: {holder.describe()}",
+            hint="local locks are released when their process exits; stop that process",
+        )
 
 
 def local_backend(directory: Path, task: str) -> Backend:

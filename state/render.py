@@ -43,7 +43,7 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
         out.append("")
         for drift in plan.drift:
             out.extend(_drift(drift, paint))
-        out.append("")
+            out.append("")
     if not plan.changes:
         out.append(paint(NO_CHANGES, GREEN))
         return "\n".join(out) + "\n"

@@ -63,7 +63,7 @@ class Redactor:
         if isinstance(value, list):
             return [self.document(v, key) for v in value]
         if isinstance(value, str):
-            if is_secret_key(key) and len(value) >= MIN_SECRET_LEN:
+            if is_secret_key(key) and value:
                 return SENSITIVE
             return self.text(value)
         return value
