@@ -1,0 +1,58 @@
+"""The zipapp: reproducible builds, self-contained, runs from anywhere, extracts where SHIV_ROOT says."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ._support import ROOT, describe, ok
+
+BUILT = ROOT / "dist" / "dstream.pyz"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_is_reproducible(pyz: Path) -> None:
+    if pyz.resolve() == BUILT.resolve() and not os.environ.get("DSTREAM_PYZ"):
+        first = sha256(BUILT)  # the session fixture has just built it
+    else:  # a prebuilt zipapp was given: it proves nothing about this tree, so build once more
+        subprocess.run(["bash", str(ROOT / "build.sh")], check=True, cwd=ROOT, capture_output=True, timeout=600)
+        first = sha256(BUILT)
+    result = subprocess.run(["bash", str(ROOT / "build.sh")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    second = sha256(BUILT)
+    assert first == second, "two builds of the same tree must be byte-identical"
+    assert re.search(rf"built dist/dstream\.pyz \(.+, sha256 {second[:16]}\.\.\.\)", result.stderr), result.stderr
+
+
+def test_runs_from_another_directory(pyz: Path, dstream, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    copy = elsewhere / "dstream.pyz"
+    shutil.copyfile(pyz, copy)  # a copy away from the source tree: it must carry everything it needs
+    for target in (pyz, copy):
+        version = subprocess.run([sys.executable, str(target), "version"], cwd=elsewhere, capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "PYTHONPATH": ""})
+        assert version.returncode == 0, describe(version)
+        assert re.fullmatch(r"dstream 0\.1\.0 \(provider protocol 1, Python 3\.11\.\d+\)\n", version.stdout), version.stdout
+    result = ok(dstream("providers", cwd=elsewhere))
+    rows = [line.split(None, 2) for line in result.stdout.splitlines()]
+    assert [(name, role) for name, role, _ in rows] == [("files", "output"), ("generator", "input"), ("jsonl", "input")]
+    assert all(description.strip() for _, _, description in rows)
+
+
+def test_shiv_root_is_honoured(pyz: Path, dstream, tmp_path: Path) -> None:
+    root = tmp_path / "extract-here"
+    assert not root.exists()
+    ok(dstream("version", env={"SHIV_ROOT": str(root)}))
+    extracted = [p for p in root.iterdir() if p.name.startswith("dstream.pyz_")]
+    assert len(extracted) == 1, list(root.iterdir())
+    site = extracted[0] / "site-packages"
+    assert (site / "dstream.py").is_file() and (site / "providers" / "files.py").is_file() and (site / "hcl2").is_dir()
