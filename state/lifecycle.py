@@ -74,6 +74,10 @@ class Session:
         message = exc.message
         if exc.stderr_tail and "exited with code" in message:
             message += f"; last log line: {exc.stderr_tail[-1]}"
+        if exc.stderr_tail and not log.isEnabledFor(logging.INFO):  # its log was not shown as it ran
+            relay = logging.getLogger(f"dstream.{role}:{spec.name}")
+            for line in exc.stderr_tail[-5:]:
+                relay.error("%s", self.redactor.text(line))
         return ProviderError(self.redactor.text(f"{where}: {role} provider '{spec.name}': {message}"), hint=self.redactor.text(exc.hint) if exc.hint else None)
 
 
