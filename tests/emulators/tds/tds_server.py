@@ -1,0 +1,313 @@
+"""A TDS 7.4 test server whose database is the SQLite-backed CDC model in tds_engine.
+
+Run as a subprocess: python tests/emulators/tds/tds_server.py [--port 0]
+It prints "PORT <n>" on stdout once it accepts connections; stop it by pid.
+
+Test switches are T-SQL procedures in the dstream_test schema (see tds_engine.switch)
+plus, handled here, EXEC dstream_test.drop_connections [@after_rows = N]: close
+every other session now, or cut the next result that reaches N rows mid-stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tds_wire as w  # noqa: E402
+from tds_engine import Engine, Result, Session  # noqa: E402
+from tds_sql import SqlError, parse_exec, significant, split_statements, tokenize  # noqa: E402
+from tds_wire import Reader, SqlType  # noqa: E402
+
+PROC_IDS = {10: "sp_executesql", 11: "sp_prepare", 12: "sp_execute", 13: "sp_prepexec", 15: "sp_unprepare"}
+DECL_RE = re.compile(r"(@\w+)")
+INT = SqlType("int")
+
+
+class Peer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], database: str):
+        super().__init__(address, Handler)
+        self.engine = Engine(database)
+        self.spids = itertools.count(51)
+        self.handles = itertools.count(1)
+        self.sessions: dict[int, Handler] = {}
+        self.registry_lock = threading.Lock()
+        self.drop_after_rows: tuple[int, int] | None = None  # (rows, spid that asked)
+        self.stats = {"connections": 0, "requests": 0}
+
+
+class Handler(socketserver.BaseRequestHandler):
+    server: Peer
+
+    def setup(self) -> None:
+        self.packet_size = 4096
+        self.session = Session(next(self.server.spids))
+        self.descriptor = b""
+        self.sock: socket.socket = self.request
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.registry_lock:
+            self.server.sessions[self.session.spid] = self
+            self.server.stats["connections"] += 1
+
+    def finish(self) -> None:
+        with self.server.registry_lock:
+            self.server.sessions.pop(self.session.spid, None)
+        with self.server.engine.lock:
+            if self.session.in_tran:
+                self.server.engine.rollback(self.session)
+
+    # --- framing ----------------------------------------------------------------
+
+    def recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("client closed")
+            buf += chunk
+        return buf
+
+    def read_message(self) -> tuple[int, bytes]:
+        parts = []
+        while True:
+            ptype, status, length, _, _, _ = w.HEADER.unpack(self.recv_exact(8))
+            parts.append(self.recv_exact(length - 8))
+            if status & 0x01:
+                return ptype, b"".join(parts)
+
+    def send(self, payload: bytes, eom: bool = True) -> None:
+        packets = w.packets(w.REPLY, payload, self.packet_size)
+        if not eom:
+            last = bytearray(packets[-1])
+            last[1] = 0
+            packets[-1] = bytes(last)
+        self.sock.sendall(b"".join(packets))
+
+    def handle(self) -> None:
+        try:
+            while True:
+                ptype, payload = self.read_message()
+                self.server.stats["requests"] += 1
+                if ptype == w.PRELOGIN:
+                    self.send(w.prelogin_reply())
+                elif ptype == w.LOGIN7:
+                    self.login(payload)
+                elif ptype == w.SQL_BATCH:
+                    r = Reader(payload)
+                    r.skip_all_headers()
+                    self.batch(payload[r.pos:].decode("utf-16-le"))
+                elif ptype == w.RPC:
+                    self.rpc(payload)
+                elif ptype == w.TM_REQUEST:
+                    self.transaction_manager(payload)
+                elif ptype == w.ATTENTION:
+                    self.send(w.done(w.DONE, w.DONE_ATTN))
+                else:
+                    return
+        except (ConnectionError, OSError):
+            return
+
+    # --- login ----------------------------------------------------------------------
+
+    def login(self, payload: bytes) -> None:
+        info = w.parse_login7(payload)
+        out = [
+            w.envchange(1, w.b_varchar(self.server.engine.database), w.b_varchar("master")),
+            w.envchange(7, w.b_varbyte(w.COLLATION), b"\x00"),
+            w.envchange(2, w.b_varchar("us_english"), w.b_varchar("")),
+            w.envchange(4, w.b_varchar("4096"), w.b_varchar("4096")),
+            w.loginack(),
+        ]
+        if info["feature_ext"]:
+            out.append(bytes([w.FEATUREEXTACK, 0xFF]))
+        out.append(w.done(w.DONE, 0, curcmd=0))
+        self.send(b"".join(out))
+
+    # --- requests ---------------------------------------------------------------------
+
+    def tran_tokens(self, kind: str | None) -> bytes:
+        if kind == "begin":
+            self.descriptor = struct.pack("<Q", int(time.time() * 1000) & 0xFFFFFFFFFFFF)
+            return w.envchange(8, w.b_varbyte(self.descriptor), b"\x00")
+        if kind in ("commit", "rollback"):
+            old, self.descriptor = self.descriptor, b""
+            return w.envchange(9 if kind == "commit" else 10, b"\x00", w.b_varbyte(old))
+        return b""
+
+    def encode(self, results: list[Result], token: int, last_more: bool) -> tuple[bytes, list[int]]:
+        """Tokens for results; also the byte offsets just past each row (for the drop switch)."""
+        out = bytearray()
+        row_ends: list[int] = []
+        for i, res in enumerate(results):
+            more = w.DONE_MORE if (i < len(results) - 1 or last_more) else 0
+            out += self.tran_tokens(res.tran)
+            if res.columns is not None:
+                types = [t for _, t in res.columns]
+                out += w.colmetadata(res.columns)
+                for values in res.rows:
+                    out += w.row(types, values)
+                    row_ends.append(len(out))
+            status = more | (w.DONE_COUNT if res.count is not None else 0)
+            out += w.done(token, status, res.count or 0)
+        return bytes(out), row_ends
+
+    def run_sql(self, sql: str, params: list[Any], names: list[str] | None) -> list[Result]:
+        special = self.special(sql)
+        if special is not None:
+            return special
+        return self.server.engine.execute(self.session, sql, params, names)
+
+    def special(self, sql: str) -> list[Result] | None:
+        if "dstream_test.drop_connections" not in sql.lower():
+            return None
+        for stmt in split_statements(tokenize(sql)):
+            if significant(stmt)[0].upper in ("EXEC", "EXECUTE"):
+                _, args = parse_exec(stmt)
+                named = {k: v for k, v in args if k}
+                if named.get("@after_rows") is not None:
+                    self.server.drop_after_rows = (int(named["@after_rows"]), self.session.spid)
+                else:
+                    with self.server.registry_lock:
+                        others = [h for spid, h in self.server.sessions.items() if spid != self.session.spid]
+                    for h in others:
+                        try:
+                            h.sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+        return [Result()]
+
+    def respond(self, payload: bytes, row_ends: list[int]) -> None:
+        armed = self.server.drop_after_rows
+        if armed and armed[1] != self.session.spid and len(row_ends) >= armed[0]:
+            self.server.drop_after_rows = None
+            self.send(payload[:row_ends[armed[0] - 1]], eom=False)
+            self.sock.shutdown(socket.SHUT_RDWR)
+            raise ConnectionError("dropped by the test switch")
+        self.send(payload)
+
+    def batch(self, sql: str) -> None:
+        results: list[Result] = []
+        try:
+            results = self.run_sql(sql, [], None)
+            payload, ends = self.encode(results, w.DONE, False)
+        except SqlError as exc:
+            payload, ends = self.encode(results, w.DONE, True)
+            payload += w.error_token(exc.number, exc.message, exc.severity) + w.done(w.DONE, w.DONE_ERROR)
+        self.respond(payload, ends)
+
+    def rpc(self, payload: bytes) -> None:
+        r = Reader(payload)
+        r.skip_all_headers()
+        calls = []
+        while not r.done():
+            n = r.u16()
+            name = PROC_IDS.get(r.u16(), "?") if n == 0xFFFF else r.take(2 * n).decode("utf-16-le")
+            flags = r.u16()
+            params: list[tuple[str, int, Any]] = []
+            while not r.done() and r.data[r.pos] not in (0x80, 0xFF, 0xFE):
+                pname = r.b_varchar()
+                status = r.u8()
+                _, value = w.read_param_value(r)
+                params.append((pname, status, value))
+            if not r.done():
+                r.u8()
+            calls.append((name, flags, params))
+        out = bytearray()
+        all_ends: list[int] = []
+        for k, (name, _, params) in enumerate(calls):
+            more = k < len(calls) - 1
+            body, ends = self.one_rpc(name, params, more)
+            all_ends.extend(len(out) + e for e in ends)
+            out += body
+        self.respond(bytes(out), all_ends)
+
+    def one_rpc(self, name: str, params: list[tuple[str, int, Any]], more: bool) -> tuple[bytes, list[int]]:
+        short = name.lower().split(".")[-1].strip("[]")
+        results: list[Result] = []
+        returns = b""
+        try:
+            if short in ("sp_prepexec", "sp_prepare"):
+                handle = next(self.server.handles)
+                decl, stmt = params[1][2] or "", params[2][2]
+                self.session.prepared[handle] = (DECL_RE.findall(decl), stmt)
+                if short == "sp_prepexec":
+                    results = self.run_sql(stmt, [p[2] for p in params[3:]], DECL_RE.findall(decl))
+                returns = self.returnvalue(params[0][0], handle)
+            elif short == "sp_execute":
+                names, stmt = self.session.prepared[int(params[0][2])]
+                results = self.run_sql(stmt, [p[2] for p in params[1:]], names)
+            elif short == "sp_executesql":
+                decl = params[1][2] if len(params) > 1 else ""
+                results = self.run_sql(params[0][2], [p[2] for p in params[2:]], DECL_RE.findall(decl or ""))
+            elif short == "sp_unprepare":
+                self.session.prepared.pop(int(params[0][2]), None)
+            else:
+                with self.server.engine.lock:
+                    results = [self.server.engine.procedure(self.session, name, [(p[0].lower() or None, p[2]) for p in params])]
+            body, ends = self.encode(results, w.DONEINPROC, True) if results else (b"", [])
+            body += struct.pack("<Bi", w.RETURNSTATUS, 0) + returns + w.done(w.DONEPROC, w.DONE_MORE if more else 0)
+            return body, ends
+        except SqlError as exc:
+            body, ends = self.encode(results, w.DONEINPROC, True) if results else (b"", [])
+            body += w.error_token(exc.number, exc.message, exc.severity)
+            body += struct.pack("<Bi", w.RETURNSTATUS, 1) + w.done(w.DONEPROC, w.DONE_ERROR | (w.DONE_MORE if more else 0))
+            return body, ends
+
+    def returnvalue(self, name: str, value: int) -> bytes:
+        return (bytes([w.RETURNVALUE]) + struct.pack("<H", 0) + w.b_varchar(name) + b"\x01" + struct.pack("<IH", 0, 0x0001)
+                + w.type_info(INT) + w.encode_value(INT, value))
+
+    def transaction_manager(self, payload: bytes) -> None:
+        r = Reader(payload)
+        r.skip_all_headers()
+        kind = r.u16()
+        engine, out = self.server.engine, b""
+        with engine.lock:
+            if kind == 5:  # TM_BEGIN_XACT
+                engine.begin(self.session)
+                out = self.tran_tokens("begin")
+            elif kind in (7, 8):  # TM_COMMIT_XACT, TM_ROLLBACK_XACT
+                r.b_varchar()
+                flags = r.u8() if not r.done() else 0
+                if kind == 7:
+                    engine.commit(self.session)
+                else:
+                    engine.rollback(self.session)
+                out = self.tran_tokens("commit" if kind == 7 else "rollback")
+                if flags & 0x01:
+                    engine.begin(self.session)
+                    out += self.tran_tokens("begin")
+        self.send(out + w.done(w.DONE, 0))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--database", default="dstream")
+    args = parser.parse_args()
+    server = Peer((args.host, args.port), args.database)
+    sys.stdout.write(f"PORT {server.server_address[1]}\n")
+    sys.stdout.flush()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
