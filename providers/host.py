@@ -104,7 +104,7 @@ def converse(process: ProviderProcess, envelope: Envelope, on_message: Callable[
     relay.start()
     timer = threading.Timer(HELLO_TIMEOUT, _kill, (proc,))
     try:
-        _send(proc, envelope)
+        send_envelope(proc, envelope)
         timer.start()
         legacy = not _read_replies(process, proc, on_message, timer, relay)
     except BaseException:
@@ -121,7 +121,8 @@ def converse(process: ProviderProcess, envelope: Envelope, on_message: Callable[
     return True
 
 
-def _send(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
+def send_envelope(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
+    """Write the command envelope as the provider's first stdin line, then close its stdin."""
     assert proc.stdin is not None
     try:
         proc.stdin.write(envelope.to_json().encode() + b"\n")
@@ -168,9 +169,14 @@ def _snippet(raw: bytes) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal a provider and its children (it leads its own process group)."""
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    signal_group(proc, signal.SIGKILL)

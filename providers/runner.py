@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.host import HostError, ProviderProcess, StderrRelay
+from providers.host import HostError, ProviderProcess, StderrRelay, send_envelope, signal_group
 from providers.protocol import Envelope
 
 STOP_GRACE = 30.0  # seconds an input gets to stop after SIGTERM before SIGKILL
@@ -49,7 +49,7 @@ class Pipeline:
         """Ask for a clean stop: SIGTERM the input; the output drains and acks. Signal-safe."""
         self._stop.set()
         if self._input is not None and self._input.poll() is None:
-            _signal_group(self._input, signal.SIGTERM)
+            signal_group(self._input, signal.SIGTERM)
 
     def run(self, input_envelope: Envelope, output_envelope: Envelope, on_acks: Callable[[dict[str, Any]], None], interval: float = 1.0) -> RunResult:
         result = RunResult()
@@ -65,7 +65,7 @@ class Pipeline:
                   StderrRelay(output.stderr, lambda line: self.on_log(self.sink.label, line))]
         for relay in relays:
             relay.start()
-        _feed(self._input, input_envelope)
+        send_envelope(self._input, input_envelope)
         if self._stop.is_set():
             self.stop()
         acks: queue.Queue[tuple[int, dict[str, Any] | None | bytes]] = queue.Queue()
@@ -73,7 +73,7 @@ class Pipeline:
         self._collect(output, acks, on_acks, interval, result)
         result.output_code = output.wait()
         if result.output_code != 0 and self._input.poll() is None:
-            _signal_group(self._input, signal.SIGTERM)
+            signal_group(self._input, signal.SIGTERM)
         result.input_code = _wait(self._input)
         for relay in relays:
             relay.join(timeout=5)
@@ -94,7 +94,7 @@ class Pipeline:
             if isinstance(message, bytes):
                 if result.failure is None:
                     result.failure = HostError(f"provider {self.sink.label} wrote a malformed line {lineno} on stdout: {message[:80]!r}")
-                _signal_group(output, signal.SIGTERM)
+                signal_group(output, signal.SIGTERM)
                 self.stop()
             elif message.get("type") == "checkpoint" and "stream" in message:
                 pending[str(message["stream"])] = message.get("position")
@@ -118,15 +118,6 @@ class Pipeline:
             self.stop()
 
 
-def _feed(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(envelope.to_json().encode() + b"\n")
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-
-
 def _read_acks(output: subprocess.Popen[bytes], sink: queue.Queue[Any]) -> None:
     assert output.stdout is not None
     lineno = 0
@@ -139,16 +130,9 @@ def _read_acks(output: subprocess.Popen[bytes], sink: queue.Queue[Any]) -> None:
     sink.put((lineno + 1, None))
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _wait(proc: subprocess.Popen[bytes]) -> int:
     try:
         return proc.wait(timeout=STOP_GRACE)
     except subprocess.TimeoutExpired:
-        _signal_group(proc, signal.SIGKILL)
+        signal_group(proc, signal.SIGKILL)
         return proc.wait()
