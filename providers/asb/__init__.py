@@ -1,0 +1,1 @@
+"""The asb-queues output provider's parts: settings, management (ARM), lifecycle, delivery (AMQP)."""

@@ -1,0 +1,230 @@
+"""asb-queues lifecycle: validate, plan, init, destroy, status.
+
+Resources are queues: {"type": "queue", "name": <stream>, "id": <ARM id>,
+"attributes": {queue, properties..., tier}}. A plan reads the namespace once and
+lists its queues once (paged), then diffs desired x state x live. init applies
+with bounded parallelism and reports each queue the moment it exists.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from providers import protocol as p
+from providers.asb import settings
+from providers.asb.management import Management
+from providers.diff import Diff, Key, diff_resources
+
+REPLACE_REASON = "replacing deletes the queue: every message in it is lost"
+
+
+def in_state(ctx: p.Context) -> dict[Key, dict[str, Any]]:
+    return {(r["type"], r["name"]): dict(r.get("attributes") or {}) for r in ctx.envelope.resources if r.get("type") == settings.RESOURCE}
+
+
+def recorded_tier(known: dict[Key, dict[str, Any]]) -> str:
+    tiers = {a.get("tier") for a in known.values() if a.get("tier") in settings.TIERS}
+    return str(tiers.pop()) if len(tiers) == 1 else "Standard"
+
+
+def desired(ctx: p.Context, tier: str) -> dict[Key, dict[str, Any]]:
+    names = settings.queue_names(ctx.config, ctx.envelope.streams)
+    return {(settings.RESOURCE, stream): settings.attributes(ctx.config, queue, tier) for stream, queue in names.items()}
+
+
+def resource(mgmt_id: str, key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
+    return {"type": key[0], "name": key[1], "id": mgmt_id, "attributes": attrs}
+
+
+def arm_id(config: dict[str, Any], queue: str) -> str:
+    return (f"/subscriptions/{config['subscription_id']}/resourceGroups/{config['resource_group']}"
+            f"/providers/Microsoft.ServiceBus/namespaces/{config['namespace']}/queues/{queue}")
+
+
+class Planner:
+    """One refresh (namespace GET + paged queue list) and the diff."""
+
+    def __init__(self, ctx: p.Context):
+        self.ctx = ctx
+        self.known = in_state(ctx)
+        self.mgmt: Management | None = Management(ctx.config) if ctx.envelope.refresh else None
+        self.tier = self.mgmt.tier() if self.mgmt else recorded_tier(self.known)
+        self.wanted = desired(ctx, self.tier)
+        self.live_by_name = self.mgmt.queues() if self.mgmt else None
+
+    def live(self) -> dict[Key, dict[str, Any]] | None:
+        if self.live_by_name is None:
+            return None
+        found: dict[Key, dict[str, Any]] = {}
+        for key in set(self.wanted) | set(self.known):
+            name = (self.known.get(key) or self.wanted[key])["queue"]
+            queue = self.live_by_name.get(str(name).lower())
+            if queue is not None:
+                found[key] = settings.from_arm(queue, self.tier)
+        return found
+
+    def diff(self) -> Diff:
+        diff = diff_resources(self.wanted, self.known, self.live(), immutable=settings.IMMUTABLE, equal=settings.equal)
+        if diff.unmanaged and not self.ctx.config["adopt_existing"]:
+            names = ", ".join(self.wanted[k]["queue"] for k in diff.unmanaged)
+            raise p.ProviderFailure(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
+                                    hint="delete or rename them, or set adopt_existing = true to take them over", key="adopt_existing")
+        live = self.live() or {}
+        for key in diff.unmanaged:  # adopted as they are: recorded in state, not modified
+            diff.changes.append({"action": "adopt", "resource": {"type": key[0], "name": key[1]}, "before": None, "after": live[key], "replace_paths": []})
+        for change in diff.changes:
+            if change["action"] == "replace":
+                change["reason"] = f"{REPLACE_REASON} ({', '.join(change['replace_paths'])} cannot change in place)"
+        return diff
+
+    def close(self) -> None:
+        if self.mgmt is not None:
+            self.mgmt.close()
+
+
+def validate(ctx: p.Context) -> None:
+    settings.queue_names(ctx.config, ctx.envelope.streams)
+    for tier in ("Standard",):
+        for stream in ctx.envelope.streams:
+            settings.attributes(ctx.config, settings.queue_name(ctx.config["queue_name"], stream), tier)
+
+
+def plan(ctx: p.Context) -> None:
+    planner = Planner(ctx)
+    try:
+        diff = planner.diff()
+    finally:
+        planner.close()
+    for drift in diff.drift:
+        ctx.send(p.drift_message(drift))
+    for change in diff.changes:
+        if change["action"] == "replace":
+            ctx.send(p.warning_message(f"queue {change['before']['queue']} (stream {change['resource']['name']}) will be REPLACED: {change['reason']}"))
+        ctx.send(p.change_message(change))
+
+
+def init(ctx: p.Context) -> None:
+    planner = Planner(ctx) if ctx.envelope.refresh or ctx.envelope.changes is None else None
+    try:
+        if planner is not None:
+            diff = planner.diff()
+            for drift in diff.drift:  # deleted outside dstream and no longer wanted: forget it
+                key = (drift["resource"]["type"], drift["resource"]["name"])
+                if drift["after"] is None and key not in planner.wanted:
+                    ctx.send(p.resource_message("deleted", resource(arm_id(ctx.config, drift["before"]["queue"]), key, drift["before"])))
+            changes = diff.changes if ctx.envelope.changes is None else list(ctx.envelope.changes)
+            mgmt = planner.mgmt or Management(ctx.config)
+        else:
+            changes, mgmt = list(ctx.envelope.changes or ()), Management(ctx.config)
+        Applier(ctx, mgmt).run(changes)
+    finally:
+        if planner is not None:
+            planner.close()
+
+
+class Applier:
+    """Applies changes, at most `parallelism` at a time; deletions first (a replaced or renamed queue frees its name)."""
+
+    def __init__(self, ctx: p.Context, mgmt: Management):
+        self.ctx = ctx
+        self.mgmt = mgmt
+        self.workers = max(1, int(ctx.config["parallelism"]))
+
+    def run(self, changes: list[dict[str, Any]]) -> None:
+        first = [c for c in changes if c["action"] == "delete"]
+        rest = [c for c in changes if c["action"] != "delete"]
+        for group in (first, rest):
+            self.apply_all(group)
+
+    def apply_all(self, changes: list[dict[str, Any]]) -> None:
+        failure: p.ProviderFailure | None = None
+        todo = list(changes)
+        running: dict[Future[list[tuple[str, dict[str, Any]]]], dict[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            while todo or running:
+                while todo and failure is None and len(running) < self.workers:
+                    change = todo.pop(0)
+                    running[pool.submit(self.apply, change)] = change
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    try:
+                        results = future.result()
+                    except Partial as exc:
+                        results, failure = exc.done, failure or exc.failure
+                    except Exception as exc:  # anything else: report it, keep what exists recorded
+                        results, failure = [], failure or p.ProviderFailure(f"unexpected error: {type(exc).__name__}: {exc}")
+                    for action, res in results:
+                        self.ctx.send(p.resource_message(action, res))
+        if failure is not None:
+            raise failure
+
+    def apply(self, change: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """One change; returns the resource messages in order. A replace that fails after its delete reports the delete."""
+        key = (change["resource"]["type"], change["resource"]["name"])
+        action = change["action"]
+        before, after = change.get("before"), change.get("after")
+        done: list[tuple[str, dict[str, Any]]] = []
+        try:
+            if action in ("delete", "replace") and before:
+                self.mgmt.delete(before["queue"])
+                done.append(("deleted", resource(self.mgmt.arm_id(before["queue"]), key, before)))
+                self.ctx.log(f"deleted queue {before['queue']}")
+            if action in ("create", "replace", "update") and after:
+                live = self.mgmt.put(after["queue"], after)
+                attrs = settings.from_arm(live, after.get("tier", "Standard")) if live.get("properties") else after
+                done.append(("created" if action != "update" else "updated", resource(live.get("id") or self.mgmt.arm_id(after["queue"]), key, attrs)))
+                self.ctx.log(f"{action}d queue {after['queue']}")
+            if action == "adopt" and after:
+                done.append(("created", resource(self.mgmt.arm_id(after["queue"]), key, after)))
+                self.ctx.log(f"adopted queue {after['queue']}")
+        except p.ProviderFailure as exc:  # what happened before the failure still goes to state
+            raise Partial(done, p.ProviderFailure(f"stream {key[1]}: {exc.message}", hint=exc.hint, key=exc.key)) from None
+        return done
+
+
+class Partial(Exception):
+    def __init__(self, done: list[tuple[str, dict[str, Any]]], failure: p.ProviderFailure):
+        super().__init__(failure.message)
+        self.done, self.failure = done, failure
+
+
+def destroy(ctx: p.Context) -> None:
+    known = in_state(ctx)
+    if not known:
+        return
+    changes = [{"action": "delete", "resource": {"type": k[0], "name": k[1]}, "before": a, "after": None} for k, a in sorted(known.items())]
+    mgmt = Management(ctx.config)
+    try:
+        Applier(ctx, mgmt).run(changes)
+    finally:
+        mgmt.close()
+
+
+def status(ctx: p.Context) -> None:
+    known = in_state(ctx)
+    if not known:
+        return
+    mgmt = Management(ctx.config)
+    try:
+        live = mgmt.queues()
+    finally:
+        mgmt.close()
+    for key, attrs in sorted(known.items()):
+        queue = live.get(str(attrs.get("queue")).lower())
+        res = resource(arm_id(ctx.config, attrs.get("queue", "")), key, attrs)
+        if queue is None:
+            ctx.send(p.status_message(res, {"status": "missing"}))
+            continue
+        props = queue.get("properties") or {}
+        counts = props.get("countDetails") or {}
+        ctx.send(p.status_message(res, {
+            "status": props.get("status", "Unknown"),
+            "active_messages": counts.get("activeMessageCount", 0),
+            "dead_letter_messages": counts.get("deadLetterMessageCount", 0),
+            "scheduled_messages": counts.get("scheduledMessageCount", 0),
+            "size_bytes": props.get("sizeInBytes", 0),
+        }))

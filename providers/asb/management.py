@@ -1,0 +1,109 @@
+"""Resource Manager calls for asb-queues (azure-mgmt-servicebus), imported only when used.
+
+One namespace GET for the tier, one paged list for every queue; PUT and DELETE
+per change. azure-core retries 408/429/5xx and honours Retry-After. Errors
+become ProviderFailure with the queue, the operation and ARM's code; never a
+token or a connection string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from providers import protocol as p
+from providers.asb import settings
+
+T = TypeVar("T")
+RETRIES = 8
+_SECRET = re.compile(r"(SharedAccessKey=|SharedAccessSignature=|Bearer\s+|accessToken[\"']?\s*[:=]\s*[\"']?)[^;\s\"']+", re.I)
+
+
+def scrub(text: str) -> str:
+    """Remove anything shaped like a key, signature or token from a message."""
+    return _SECRET.sub(lambda m: m.group(1) + "***", text)
+
+
+class Management:
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.rg = config["resource_group"]
+        self.ns = config["namespace"]
+        endpoint = config["management_endpoint"].rstrip("/")
+        if not endpoint.startswith("https://"):
+            raise p.ProviderFailure(f"management_endpoint must be an https:// URL, not {endpoint!r}", key="management_endpoint")
+        from azure.identity import DefaultAzureCredential
+        from azure.mgmt.servicebus import ServiceBusManagementClient
+
+        self.credential = DefaultAzureCredential()
+        self.client = ServiceBusManagementClient(self.credential, config["subscription_id"], base_url=endpoint,
+                                                 credential_scopes=[f"{endpoint}/.default"], retry_total=RETRIES)
+
+    def call(self, what: str, fn: Callable[[], T], key: str | None = None) -> T:
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, ServiceRequestError
+
+        try:
+            return fn()
+        except ResourceNotFoundError:
+            raise
+        except ClientAuthenticationError as exc:
+            raise p.ProviderFailure(f"cannot authenticate to Azure for {what}: {scrub(first_line(exc))}",
+                                    hint="sign in (az login), or set the environment for DefaultAzureCredential") from None
+        except HttpResponseError as exc:
+            code = getattr(getattr(exc, "error", None), "code", None) or exc.status_code
+            message = getattr(getattr(exc, "error", None), "message", None) or first_line(exc)
+            raise p.ProviderFailure(f"Resource Manager refused {what}: {code}: {scrub(str(message))}", key=key) from None
+        except ServiceRequestError as exc:
+            raise p.ProviderFailure(f"cannot reach Resource Manager at {self.config['management_endpoint']} for {what}: {scrub(first_line(exc))}",
+                                    key="management_endpoint") from None
+
+    def tier(self) -> str:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            namespace = self.call(f"reading namespace {self.ns}", lambda: self.client.namespaces.get(self.rg, self.ns))
+        except ResourceNotFoundError:
+            raise p.ProviderFailure(f"Service Bus namespace {self.ns!r} not found in resource group {self.rg!r}", key="namespace") from None
+        sku = getattr(getattr(namespace, "sku", None), "name", None) or "Standard"
+        name = str(getattr(sku, "value", sku))
+        return next((t for t in settings.TIERS if t.lower() == name.lower()), "Standard")
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """Every queue of the namespace, keyed by lower-case name, as REST JSON: one paged list."""
+        def fetch() -> dict[str, dict[str, Any]]:
+            return {str(q.name).lower(): rest(q) for q in self.client.queues.list_by_namespace(self.rg, self.ns)}
+
+        return self.call(f"listing the queues of {self.ns}", fetch)
+
+    def put(self, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+        body: Any = {"properties": settings.arm_properties(attrs)}  # REST JSON: exactly what ARM gets
+        return rest(self.call(f"writing queue {name}", lambda: self.client.queues.create_or_update(self.rg, self.ns, name, body), key="queue"))
+
+    def delete(self, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.call(f"deleting queue {name}", lambda: self.client.queues.delete(self.rg, self.ns, name))
+        except ResourceNotFoundError:
+            pass
+
+    def arm_id(self, name: str) -> str:
+        return (f"/subscriptions/{self.config['subscription_id']}/resourceGroups/{self.rg}"
+                f"/providers/Microsoft.ServiceBus/namespaces/{self.ns}/queues/{name}")
+
+    def close(self) -> None:
+        self.client.close()
+        self.credential.close()
+
+
+def rest(model: Any) -> dict[str, Any]:
+    """An SDK model as its REST JSON (durations stay ISO text, no timedelta rounding)."""
+    if isinstance(model, dict):
+        return model
+    return dict(model.as_dict()) if hasattr(model, "as_dict") else dict(model)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
