@@ -17,7 +17,8 @@ What it does, as azure-servicebus 7.15 needs it (see shared/reference/local-peer
   {"server_busy": N}  reject the next N transfers with com.microsoft:server-busy;
   {"drop": N}         store the next N transfers, then close the connection
                       (amqp:connection:forced) without acknowledging them;
-  {"drop_unstored": N} the same, without storing.
+  {"drop_unstored": N} the same, without storing;
+  {"busy_after": N}   accept N more transfers, then reject every one as server-busy.
 - Statistics in DIR/stats.json (per queue: active, dead-lettered, accepted,
   duplicates; transfers, rejections, drops, tokens), rewritten ~10 times/s.
 """
@@ -315,6 +316,10 @@ class Broker(FlowController):
         if q is None:
             self.settle(dlv, Delivery.REJECTED, error("amqp:not-found", "The messaging entity could not be found."))
             return
+        if "busy_after" in self.faults:  # accept that many more transfers, then throttle every one
+            if self.faults["busy_after"] <= 0:
+                self.faults["server_busy"] = 1
+            self.faults["busy_after"] -= 1
         if self.take_fault("server_busy"):
             self.stats["server_busy"] += 1
             self.settle(dlv, Delivery.REJECTED, error("com.microsoft:server-busy",
