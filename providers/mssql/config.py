@@ -1,0 +1,135 @@
+"""Configuration of mssql-cdc: fields, validation, table patterns, driver choice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from providers import protocol as p
+
+FIELDS = [
+    p.Field("connection_string", str, required=True, help="ODBC connection string, e.g. DRIVER={ODBC Driver 18 for SQL Server};SERVER=...;DATABASE=...;UID=...;PWD=..."),
+    p.Field("tables", list, required=True, help='tables to read: ["Persons", "dbo.Orders", "sales.*"] (schema defaults to dbo)'),
+    p.Field("start", str, default="latest", help="where to start without a checkpoint: latest, earliest, or an ISO-8601 time"),
+    p.Field("poll_interval_min", float, default=0.5, help="seconds between polls while changes keep coming"),
+    p.Field("poll_interval_max", float, default=10.0, help="longest wait between polls when idle or failing (backoff with jitter)"),
+    p.Field("page_size", int, default=1000, help="change rows per query"),
+    p.Field("max_transactions_per_pass", int, default=0, help="cap on transactions read per pass (0 = no cap)"),
+    p.Field("on_gap", str, default="fail", help='"fail" (default) or "skip": accept a range lost to CDC cleanup, with a warning'),
+    p.Field("manage_cdc", bool, default=False, help="init enables CDC where it is missing; destroy disables only what dstream enabled"),
+    p.Field("query_timeout", int, default=60, help="seconds before a query is abandoned (then retried)"),
+]
+
+PREFERRED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server", "FreeTDS")
+NAME_PART = re.compile(r"\[(?:[^\]]|\]\])+\]|[^.\[\]]+")
+
+
+@dataclass(frozen=True)
+class Settings:
+    connection_string: str
+    patterns: tuple[tuple[str, str], ...]  # (schema, table) each may hold * and ?
+    start: str
+    start_time: dt.datetime | None
+    poll_min: float
+    poll_max: float
+    page_size: int
+    max_transactions: int
+    on_gap: str
+    manage_cdc: bool
+    query_timeout: int
+
+
+def split_name(text: str) -> tuple[str, str]:
+    """'Persons' -> (dbo, Persons); 'sales.[Order Lines]' -> (sales, Order Lines). Raises ValueError."""
+    parts = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = NAME_PART.match(text, pos)
+        if not m:
+            raise ValueError(text)
+        part = m.group()
+        parts.append(part[1:-1].replace("]]", "]") if part.startswith("[") else part.strip())
+        pos = m.end()
+        if pos < len(text):
+            if text[pos] != ".":
+                raise ValueError(text)
+            pos += 1
+    if len(parts) == 1:
+        parts.insert(0, "dbo")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(text)
+    return parts[0], parts[1]
+
+
+def settings(config: dict[str, Any]) -> Settings:
+    tables = config["tables"]
+    if not tables or not all(isinstance(t, str) and t.strip() for t in tables):
+        raise p.ProviderFailure("tables must be a non-empty list of table names", key="tables")
+    patterns = []
+    for t in tables:
+        try:
+            patterns.append(split_name(t))
+        except ValueError:
+            raise p.ProviderFailure(f"table name {t!r} is not of the form table, schema.table or schema.* ([brackets] quote dots)", key="tables") from None
+    start = config["start"].strip()
+    start_time = None
+    if start.lower() in ("latest", "earliest"):
+        start = start.lower()
+    else:
+        try:
+            start_time = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            raise p.ProviderFailure(f"start must be latest, earliest or an ISO-8601 time, not {start!r}", key="start") from None
+        start = "time"
+    if config["on_gap"] not in ("fail", "skip"):
+        raise p.ProviderFailure(f"on_gap must be \"fail\" or \"skip\", not {config['on_gap']!r}", key="on_gap")
+    if config["page_size"] < 2 or config["page_size"] > 100_000:
+        raise p.ProviderFailure("page_size must be between 2 and 100000", key="page_size")
+    if not 0 < config["poll_interval_min"] <= config["poll_interval_max"]:
+        raise p.ProviderFailure("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
+    if config["max_transactions_per_pass"] < 0:
+        raise p.ProviderFailure("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
+    return Settings(config["connection_string"], tuple(patterns), start, start_time, config["poll_interval_min"], config["poll_interval_max"],
+                    config["page_size"], config["max_transactions_per_pass"], config["on_gap"], config["manage_cdc"], max(1, config["query_timeout"]))
+
+
+def is_pattern(schema: str, table: str) -> bool:
+    return any(c in schema + table for c in "*?")
+
+
+def matches(pattern: tuple[str, str], schema: str, table: str) -> bool:
+    return fnmatch.fnmatchcase(schema.lower(), pattern[0].lower()) and fnmatch.fnmatchcase(table.lower(), pattern[1].lower())
+
+
+def stream_name(schema: str, table: str) -> str:
+    return table if schema.lower() == "dbo" else f"{schema}.{table}"
+
+
+def connection_keys(connection_string: str) -> list[tuple[str, str]]:
+    """key=value pairs of an ODBC connection string ({...} values may hold ';')."""
+    out = []
+    for m in re.finditer(r"\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)\s*(?:;|$)", connection_string):
+        out.append((m.group(1), m.group(2)))
+    return out
+
+
+def with_driver(connection_string: str, log: Any) -> str:
+    """The connection string, naming the best installed driver when it names none."""
+    if any(k.strip().lower() == "driver" for k, _ in connection_keys(connection_string)):
+        return connection_string
+    import pyodbc
+
+    installed = list(pyodbc.drivers())
+    for name in PREFERRED_DRIVERS:
+        if name in installed:
+            log(f"connection_string names no DRIVER: using {name!r} (installed: {', '.join(installed)})")
+            return f"DRIVER={{{name}}};" + connection_string
+    raise p.ProviderFailure(
+        f"connection_string names no DRIVER and no SQL Server ODBC driver is installed (pyodbc.drivers() = {installed!r})",
+        hint="install Microsoft ODBC Driver 18 for SQL Server (package msodbcsql18) or FreeTDS (Debian/Ubuntu: apt-get install tdsodbc), "
+             "or name one with DRIVER={...} in connection_string",
+        key="connection_string")

@@ -1,0 +1,88 @@
+"""One pyodbc connection with reconnects: which errors mean "connection lost", and backoff with jitter."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from providers import protocol as p
+from providers.mssql.config import Settings, with_driver
+from providers.mssql.values import install_converters
+
+LOST_STATES = ("08", "HYT", "01000", "IM")  # communication link, timeouts, FreeTDS's "Unexpected EOF" (01000), driver manager
+
+
+def is_connection_error(exc: Exception) -> bool:
+    state = str(exc.args[0]) if exc.args else ""
+    text = " ".join(str(a) for a in exc.args).lower()
+    return state.startswith(LOST_STATES) or any(s in text for s in ("communication link", "tcp provider", "unexpected eof", "connection", "timeout"))
+
+
+def sql_error_number(exc: Exception) -> int | None:
+    """SQL Server's message number from a driver error text ('... (208) (SQLExecDirectW)')."""
+    import re
+
+    text = " ".join(str(a) for a in exc.args)
+    m = re.search(r"\((\d{3,6})\)\s*\(SQL\w+\)", text)
+    return int(m.group(1)) if m else None
+
+
+class Database:
+    def __init__(self, settings: Settings, log: Callable[[str], None]):
+        self.settings = settings
+        self.log = log
+        self.conn: Any = None
+        self.connection_string = with_driver(settings.connection_string, log)
+
+    def connect(self) -> None:
+        import pyodbc
+
+        try:
+            self.conn = pyodbc.connect(self.connection_string, autocommit=True, timeout=min(30, self.settings.query_timeout))
+        except pyodbc.Error as exc:
+            if is_connection_error(exc) or "login" in str(exc).lower():
+                raise
+            raise p.ProviderFailure(f"cannot connect to SQL Server: {exc.args[-1] if exc.args else exc}", key="connection_string") from None
+        self.conn.timeout = self.settings.query_timeout
+        install_converters(self.conn)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail in any way
+                pass
+            self.conn = None
+
+    def query(self, sql: str, *params: Any) -> list[Any]:
+        if self.conn is None:
+            self.connect()
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(sql, *params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def execute(self, sql: str) -> None:
+        if self.conn is None:
+            self.connect()
+        cursor = self.conn.cursor()
+        try:
+            cursor.execute(sql)
+            while cursor.nextset():
+                pass
+        finally:
+            cursor.close()
+
+    def reconnect(self, attempt: int, stopping: Callable[[], bool]) -> None:
+        """Back off (with jitter), then connect again; the caller retries what failed."""
+        self.close()
+        delay = min(self.settings.poll_max, self.settings.poll_min * (2 ** min(attempt, 10)))
+        delay *= random.uniform(0.5, 1.0)
+        end = time.monotonic() + delay
+        while time.monotonic() < end and not stopping():
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        self.connect()

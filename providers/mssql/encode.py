@@ -1,0 +1,109 @@
+"""Change rows of one capture instance -> envelope lines (pairs 3+4 become one Update)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from providers import protocol as p
+from providers.mssql.catalog import Instance
+from providers.mssql.position import Key
+from providers.mssql.values import formatter, is_lob
+
+OPS = {1: "Delete", 2: "Insert", 4: "Update"}
+VALUES_AT = 6  # page rows: lsn, seqval, operation, command_id, update_mask, commit time, captured columns...
+
+
+def js(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+class Encoder:
+    def __init__(self, stream: str, schema: str, table: str, inst: Instance, extra: dict[str, Any] | None = None):
+        self.inst = inst
+        self.keys = [js(c.name) + ":" for c in inst.columns]
+        self.fmts = [formatter(c.type, c.scale) for c in inst.columns]
+        self.cols = list(zip(self.keys, self.fmts, strict=True))
+        self.names = [c.name for c in inst.columns]
+        self.ordinals = [c.ordinal for c in inst.columns]
+        self.lobs = [i for i, c in enumerate(inst.columns) if is_lob(c.type, c.max_length)]
+        self.meta_head = f'{{"TableName":{js(table)},"Schema":{js(schema)},"CaptureInstance":{js(inst.name)},"OperationType":"'
+        self.tail = f',"stream":{js(stream)},"position":{{'
+        self.set_extra(extra or {})
+
+    def set_extra(self, extra: dict[str, Any]) -> None:
+        """Identity (and a recorded gap) carried by every position of this stream."""
+        ident = f',"capture_instance":{js(self.inst.name)},"object_id":{self.inst.object_id},"create_date":{js(self.inst.create_date)}'
+        for k, v in extra.items():
+            ident += f",{js(k)}:{json.dumps(v, separators=(',', ':'))}"
+        self.ident = ident + "}}\n"
+
+    def obj(self, values: Any) -> str:
+        return "{" + ",".join([k + ("null" if v is None else f(v)) for (k, f), v in zip(self.cols, values, strict=False)]) + "}"
+
+    def line(self, row: Any, before: Any = None) -> bytes:
+        lsn, seq, op, cmd = row[0].hex(), row[1].hex(), row[2], row[3]
+        values = row[VALUES_AT:]
+        commit = row[5]
+        meta = (f'{self.meta_head}{OPS[op]}","OperationID":{op},"LSN":"{lsn}","Seq":"{seq}","CommandID":{cmd},'
+                f'"CommitTime":{"null" if commit is None else chr(34) + commit[:23] + chr(34)}')
+        if before is not None:
+            meta += ',"UpdatedColumns":' + json.dumps(self.updated(row[4]), ensure_ascii=False)
+        if self.lobs:
+            missing = self.unavailable(row, before)
+            if missing:
+                meta += ',"UnavailableColumns":' + json.dumps(missing, ensure_ascii=False)
+        text = '{"data":' + self.obj(values)
+        if before is not None:
+            text += ',"before":' + self.obj(before[VALUES_AT:])
+        text += f',"metadata":{meta}}}{self.tail}"lsn":"{lsn}","command_id":{cmd},"seqval":"{seq}","operation":{op}{self.ident}'
+        return text.encode()
+
+    def updated(self, mask: bytes | None) -> list[str]:
+        if not mask:
+            return []
+        bits = int.from_bytes(mask, "big")
+        return [n for n, o in zip(self.names, self.ordinals, strict=True) if bits >> (o - 1) & 1]
+
+    def unavailable(self, row: Any, before: Any) -> list[str]:
+        """Large values SQL Server did not log: NULL in a before-image, or NULL and unchanged in an after-image."""
+        out = []
+        bits = int.from_bytes(row[4] or b"", "big")
+        for i in self.lobs:
+            if before is not None and before[VALUES_AT + i] is None:
+                out.append(f"before.{self.names[i]}")
+            if row[2] == 4 and row[VALUES_AT + i] is None and not bits >> (self.ordinals[i] - 1) & 1:
+                out.append(self.names[i])
+        return out
+
+    def encode(self, rows: list[Any], full: bool) -> tuple[list[bytes], Key | None]:
+        """Lines for a page and the key of the last change consumed. A trailing before-image of
+        a full page is left for the next page, so an update pair is never split."""
+        out: list[bytes] = []
+        last = None
+        i, n = 0, len(rows)
+        while i < n:
+            r = rows[i]
+            op = r[2]
+            if op == 3:
+                if i + 1 >= n:
+                    if full:
+                        break
+                    raise self.broken(r, "an update before-image (operation 3) without its after-image")
+                a = rows[i + 1]
+                if a[2] != 4 or a[0] != r[0] or a[1] != r[1] or a[3] != r[3]:
+                    raise self.broken(r, f"an update before-image followed by operation {a[2]} at seqval {a[1].hex()}")
+                out.append(self.line(a, r))
+                last = a
+                i += 2
+            elif op in (1, 2):
+                out.append(self.line(r))
+                last = r
+                i += 1
+            else:
+                raise self.broken(r, f"operation {op} without a before-image" if op == 4 else f"unknown operation {op}")
+        return out, (Key(last[0], last[3], last[1], last[2]) if last is not None else None)
+
+    def broken(self, row: Any, what: str) -> p.ProviderFailure:
+        return p.ProviderFailure(f"capture instance {self.inst.name} has {what} at LSN {row[0].hex()}; refusing to guess",
+                                 hint="this is not how SQL Server writes change tables; report it with the change table's rows")

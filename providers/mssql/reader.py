@@ -1,0 +1,287 @@
+"""The run loop: poll, page through each capture instance up to the committed max LSN, emit, advance.
+
+Per pass: read fn_cdc_get_max_lsn() (the committed upper bound), check every
+capture instance's identity and minimum LSN, then page each stream with a
+keyset on the full ordering key. The minimum LSN is checked again after each
+page, before anything is emitted, so cleanup racing a read is caught.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers import protocol as p
+from providers.mssql import catalog as cat
+from providers.mssql.config import Settings
+from providers.mssql.db import Database, is_connection_error
+from providers.mssql.encode import Encoder
+from providers.mssql.position import Identity, Key, dec, from_json, to_json
+
+SQL_MIN_ONE = "SELECT sys.fn_cdc_get_min_lsn(?) AS min_lsn"
+ZERO = bytes(10)
+
+
+@dataclass
+class Stream:
+    table: cat.Table
+    current: cat.Instance
+    key: Key
+    extra: dict[str, Any] = field(default_factory=dict)
+    encoder: Encoder | None = None
+    reported: Key | None = None  # the last position written
+
+    @property
+    def name(self) -> str:
+        return self.table.stream
+
+    @property
+    def label(self) -> str:
+        return f"{self.table.schema}.{self.table.name}"
+
+    def use(self, inst: cat.Instance) -> None:
+        self.current = inst
+        self.encoder = Encoder(self.name, self.table.schema, self.table.name, inst, self.extra)
+
+    def position(self) -> dict[str, Any]:
+        return to_json(self.key, ident(self.current), self.extra)
+
+
+def ident(inst: cat.Instance) -> Identity:
+    return Identity(inst.name, inst.object_id, inst.create_date)
+
+
+class Reader:
+    def __init__(self, ctx: p.Context, settings: Settings):
+        self.ctx = ctx
+        self.settings = settings
+        self.db = Database(settings, ctx.log)
+        self.streams: list[Stream] = []
+        self.known: set[tuple[str, int, str]] = set()
+
+    # --- start -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        catalog = cat.load(self.db)
+        tables = catalog.resolve(self.settings, allow_untracked=False)
+        self.remember(catalog)
+        max_lsn = self.db.query(cat.SQL_MAX_LSN)[0][0]
+        for table in tables:
+            stream = self.attach(table, self.ctx.envelope.checkpoints.get(table.stream), max_lsn)
+            self.streams.append(stream)
+            self.ctx.log(f"{stream.label}: reading {stream.current.name} from {stream.position()}")
+
+    def remember(self, catalog: cat.Catalog) -> None:
+        self.known = {(i.name.lower(), i.object_id, i.create_date) for t in catalog.tables.values() for i in t.instances}
+
+    def attach(self, table: cat.Table, checkpoint: Any, max_lsn: bytes | None) -> Stream:
+        if checkpoint is not None:
+            try:
+                key, who, extra = from_json(checkpoint)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise p.ProviderFailure(f"checkpoint of stream {table.stream!r} is not an mssql-cdc position ({exc})",
+                                        hint="reset the stream's checkpoint (dstream state) to start again") from None
+            stream = Stream(table, table.instances[0], key, extra)
+            stream.use(self.instance_for(stream, who))
+            stream.reported = key
+            return stream
+        start = self.settings.start
+        if start == "latest":
+            inst = table.instances[-1]
+            self.ctx.log(f"warning: stream {table.stream!r} has no checkpoint; starting at the latest change (dstream init records the start)")
+            key = start_key(inst, max_lsn)
+        elif start == "earliest":
+            inst = table.instances[0]
+            key = Key.before(inst.min_lsn or inst.start_lsn or ZERO)
+        else:
+            inst = table.instances[0]
+            assert self.settings.start_time is not None
+            when = self.settings.start_time
+            if when.tzinfo is not None:
+                when = when.astimezone(dt.UTC).replace(tzinfo=None)
+            first = self.db.query(cat.SQL_TIME_LSN, when.strftime("%Y-%m-%d %H:%M:%S.%f")[:23])[0][0]
+            key = Key.before(first) if first is not None else Key.after(max_lsn or ZERO)
+        stream = Stream(table, inst, key)
+        stream.use(inst)
+        return stream
+
+    def instance_for(self, stream: Stream, who: Identity | None) -> cat.Instance:
+        """The capture instance a checkpoint was written for; re-enabled or vanished instances are gaps."""
+        table = stream.table
+        if not table.instances:
+            raise p.ProviderFailure(f"change data capture is no longer enabled for {stream.label}: capture instance "
+                                    f"{who.name if who else '?'} is gone, changes after LSN {stream.key.lsn.hex()} cannot be read",
+                                    hint="re-enable CDC, then reset this stream's checkpoint (and re-snapshot the table)")
+        if who is None:
+            return table.instances[0]
+        for inst in table.instances:
+            if ident(inst).same(who):
+                return inst
+        same_name = [i for i in table.instances if i.name.lower() == who.name.lower()]
+        if same_name:
+            self.gap(stream, same_name[0], f"capture instance {who.name} of {stream.label} was disabled and re-enabled "
+                                           f"(object_id {who.object_id} -> {same_name[0].object_id}): changes made while it was off are lost")
+            return same_name[0]
+        newer = [i for i in table.instances if i.create_date > who.create_date]
+        if newer:  # the old instance was dropped; the newer one is safe only if it reaches back to the position
+            self.ctx.log(f"warning: capture instance {who.name} of {stream.label} is gone; continuing with {newer[0].name}")
+            return newer[0]
+        self.gap(stream, table.instances[-1], f"capture instance {who.name} of {stream.label} is gone")
+        return table.instances[-1]
+
+    def gap(self, stream: Stream, inst: cat.Instance, why: str, low: bytes | None = None) -> None:
+        low = low or inst.min_lsn or inst.start_lsn or ZERO
+        text = f"{why}; lost range: LSN {stream.key.lsn.hex()} up to {dec(low).hex()} (capture instance {inst.name})"
+        if self.settings.on_gap == "fail":
+            raise p.ProviderFailure(f"gap in {stream.label}: {text}",
+                                    hint='re-snapshot the table and reset its checkpoint, or set on_gap = "skip" to accept the loss and continue')
+        self.ctx.log(f"WARNING: skipping a gap in {stream.label} (on_gap = skip): {text}")
+        stream.extra["last_gap"] = {"from": stream.key.lsn.hex(), "to": dec(low).hex(), "capture_instance": inst.name,
+                                    "recorded_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        stream.key = Key.before(low)
+        if stream.encoder is not None:
+            stream.encoder.set_extra(stream.extra)
+        self.report(stream, force=True)
+
+    # --- passes ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        attempt = 0
+        once_bound: bytes | None = None
+        interval = self.settings.poll_min
+        started = False
+        while not self.ctx.stopping:
+            try:
+                if not started:
+                    self.start()
+                    started = True
+                    if self.ctx.envelope.once:
+                        once_bound = self.db.query(cat.SQL_MAX_LSN)[0][0] or ZERO
+                progress = self.one_pass(once_bound)
+                attempt = 0
+            except Exception as exc:
+                if not is_pyodbc_error(exc) or not is_connection_error(exc):
+                    if is_pyodbc_error(exc):
+                        raise p.ProviderFailure(f"SQL Server error: {exc.args[-1] if exc.args else exc}") from None
+                    raise
+                attempt += 1
+                self.ctx.log(f"connection lost ({exc.args[-1] if exc.args else exc}); reconnecting (attempt {attempt})")
+                if attempt > 30:
+                    raise p.ProviderFailure(f"cannot reach SQL Server after {attempt} attempts: {exc}") from None
+                self.db.reconnect(attempt, lambda: self.ctx.stopping)
+                continue
+            if once_bound is not None:
+                return
+            interval = self.settings.poll_min if progress else min(self.settings.poll_max, interval * 2)
+            self.sleep(interval * random.uniform(0.8, 1.0))
+        self.db.close()
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.ctx.stopping and time.monotonic() < end:
+            time.sleep(min(0.1, end - time.monotonic()))
+
+    def one_pass(self, once_bound: bytes | None) -> bool:
+        max_lsn = self.db.query(cat.SQL_MAX_LSN)[0][0]
+        states = cat.instance_states(self.db)
+        if {(i.name.lower(), i.object_id, i.create_date) for i in states.values()} != self.known:
+            self.refresh()
+            states = cat.instance_states(self.db)
+        if max_lsn is None:
+            return False
+        bound = max_lsn if once_bound is None else min(max_lsn, once_bound)
+        if self.settings.max_transactions:
+            low = min(s.key.lsn for s in self.streams)
+            capped = self.db.query(cat.SQL_CAP_LSN, self.settings.max_transactions, low)[0][0]
+            if capped is not None:
+                bound = min(bound, capped)
+        progress = False
+        for stream in self.streams:
+            if self.ctx.stopping:
+                break
+            progress |= self.read_stream(stream, bound, states)
+        return progress
+
+    def refresh(self) -> None:
+        """Capture instances changed (schema change, disable, re-enable): map each stream again."""
+        catalog = cat.load(self.db)
+        self.remember(catalog)
+        for stream in self.streams:
+            table = catalog.tables.get((stream.table.schema.lower(), stream.table.name.lower()))
+            stream.table = table if table is not None else cat.Table(stream.table.schema, stream.table.name, 0, False)
+            found = [i for i in stream.table.instances if ident(i).same(ident(stream.current))]
+            stream.use(found[0] if found else self.instance_for(stream, ident(stream.current)))
+            if found:
+                self.ctx.log(f"{stream.label}: capture instances now {', '.join(i.name for i in stream.table.instances)}")
+
+    def read_stream(self, stream: Stream, bound: bytes, states: dict[str, cat.Instance]) -> bool:
+        newer = [i for i in stream.table.instances if i.create_date > stream.current.create_date and i.start_lsn is not None]
+        limit = min(bound, dec(newer[0].start_lsn)) if newer and newer[0].start_lsn else bound
+        progress = self.drain(stream, limit, states)
+        if newer and newer[0].start_lsn and bound >= dec(newer[0].start_lsn) and not self.ctx.stopping:
+            old = stream.current
+            stream.use(newer[0])
+            self.ctx.log(f"{stream.label}: switched from capture instance {old.name} to {newer[0].name} at LSN {newer[0].start_lsn.hex()}; "
+                         f"{old.name} can be dropped: EXEC sys.sp_cdc_disable_table @source_schema = {cat.literal(stream.table.schema)}, "
+                         f"@source_name = {cat.literal(stream.table.name)}, @capture_instance = {cat.literal(old.name)}")
+            progress |= self.drain(stream, bound, states)
+        if not self.ctx.stopping and stream.key < Key.after(bound):
+            stream.key = Key.after(bound)  # idle advance: cleanup must never overtake a reader that is merely idle
+        self.report(stream)
+        return progress
+
+    def report(self, stream: Stream, force: bool = False) -> None:
+        if force or stream.reported != stream.key:
+            p.write_all(1, p.dumps(p.position_message(stream.name, stream.position())))
+            stream.reported = stream.key
+
+    def check_gap(self, stream: Stream, min_lsn: bytes | None) -> None:
+        if min_lsn is None or min_lsn == ZERO:
+            self.refresh()
+            return
+        if min_lsn > stream.key.lsn:
+            self.gap(stream, stream.current, "CDC cleanup deleted changes before they were read", min_lsn)
+
+    def drain(self, stream: Stream, limit: bytes, states: dict[str, cat.Instance]) -> bool:
+        state = states.get(stream.current.name.lower())
+        self.check_gap(stream, state.min_lsn if state else None)
+        if stream.key >= Key.after(limit):
+            return False
+        sql = stream.current.page_sql()
+        size = self.settings.page_size
+        progress = False
+        while not self.ctx.stopping:
+            before = stream.key
+            rows = self.db.query(sql, size, limit, *before.params())
+            after_min = self.db.query(SQL_MIN_ONE, stream.current.name)[0][0]
+            self.check_gap(stream, after_min)
+            if stream.key != before:  # a skipped gap moved the position: read again from there
+                continue
+            assert stream.encoder is not None
+            lines, last = stream.encoder.encode(rows, len(rows) == size)
+            if lines and last is not None:
+                p.write_all(1, b"".join(lines))
+                stream.key = stream.reported = last
+                progress = True
+            if len(rows) < size:
+                break
+        return progress
+
+
+def start_key(inst: cat.Instance, max_lsn: bytes | None) -> Key:
+    """Where 'latest' starts: after the committed max LSN, or before the instance's first LSN if that is later."""
+    first = inst.start_lsn or inst.min_lsn
+    if first is not None and first != ZERO and (max_lsn is None or first > max_lsn):
+        return Key.before(first)
+    return Key.after(max_lsn or ZERO)
+
+
+def is_pyodbc_error(exc: Exception) -> bool:
+    try:
+        import pyodbc
+    except ImportError:
+        return False
+    return isinstance(exc, pyodbc.Error)

@@ -1,0 +1,40 @@
+"""`mssql-cdc` input: reads SQL Server change data capture tables.
+
+See docs/mssql-cdc.md. The pieces live in providers/mssql/: config (fields,
+driver choice), catalog (the fixed SQL statements), values (typed JSON),
+position (checkpoints), encode (envelopes), reader (the run loop) and
+lifecycle (validate/plan/init/status/destroy).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a plain script
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from providers import protocol as p
+from providers.mssql import lifecycle
+from providers.mssql.config import FIELDS, settings
+
+NAME = "mssql-cdc"
+VERSION = "1.0.0"
+
+
+def run(ctx: p.Context) -> None:
+    from providers.mssql.reader import Reader
+
+    Reader(ctx, settings(ctx.config)).run()
+
+
+HANDLERS = {"validate": lifecycle.validate, "plan": lifecycle.plan, "init": lifecycle.init, "status": lifecycle.status,
+            "destroy": lifecycle.destroy, "run": run}
+
+
+def main() -> int:
+    return p.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
