@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from state import parse_cache
 from state.errors import TaskFileError
 
 DEFAULT_FILE = "dstream.hcl"
@@ -83,9 +84,7 @@ def load_task(file: Path, task_name: str | None, builtins: dict[str, tuple[str, 
     env = dict(os.environ) if env is None else env
     text = _read(file)
     text, templates = _extract_templates(text, file)
-    tree = _parse(text, file, templates)
-    lines = _index_lines(tree, file)
-    doc = _to_dict(tree)
+    doc, lines = _parse_document(text, file, templates)
     _check_keys(doc, TOP_LEVEL, "the top level", file, lines, ())
     tasks = _tasks(doc, file, lines)
     name = _select(tasks, task_name, file)
@@ -139,6 +138,18 @@ def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
         return placeholder
 
     return TEMPLATE.sub(swap, text), templates
+
+
+def _parse_document(text: str, file: Path, templates: list[_Template]) -> tuple[dict[str, Any], dict[Path_, int]]:
+    """The document and its line index; a file parsed before comes from the parse cache."""
+    cached = parse_cache.load(text)
+    if cached is not None:
+        return cached
+    tree = _parse(text, file, templates)
+    lines = _index_lines(tree, file)
+    doc = _to_dict(tree)
+    parse_cache.store(text, doc, lines)
+    return doc, lines
 
 
 def _parse(text: str, file: Path, templates: list[_Template] = ()) -> Any:  # type: ignore[assignment]
@@ -339,6 +350,6 @@ class _Resolver:
 
 def iter_tasks(file: Path) -> Iterator[str]:
     """Names of the tasks in a file (for listings); no validation beyond parsing."""
-    text, _ = _extract_templates(_read(file), file)
-    for block in _to_dict(_parse(text, file)).get("task", []):
+    text, templates = _extract_templates(_read(file), file)
+    for block in _parse_document(text, file, templates)[0].get("task", []):
         yield from block
