@@ -1,0 +1,73 @@
+"""asb-queues through dstream itself: plan, init, run --once, status, destroy with the generator input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+from servicebus_peers import AzurePeers
+
+TASK = """
+task "to-asb" {
+  type = "providers"
+  input {
+    provider = "generator"
+    config {
+      count  = 600
+      tables = ["Persons", "Orders", "Customers"]
+    }
+  }
+  output {
+    provider = "asb-queues"
+    config {
+      subscription_id     = "{{ env "AZ_SUB" }}"
+      resource_group      = "{{ env "AZ_RG" }}"
+      namespace           = "{{ env "AZ_NS" }}"
+      management_endpoint = "{{ env "AZ_ARM" }}"
+      connection_string   = "{{ env "ASB_CONNECTION" }}"
+      queue {
+        max_delivery_count = 5
+      }
+    }
+  }
+}
+"""
+
+
+def dstream(tmp: Path, peers: AzurePeers, *args: str) -> subprocess.CompletedProcess[str]:
+    config = peers.config()
+    env = {**os.environ, **peers.env(), "AZ_SUB": config["subscription_id"], "AZ_RG": config["resource_group"], "AZ_NS": config["namespace"],
+           "AZ_ARM": config["management_endpoint"], "ASB_CONNECTION": config["connection_string"]}
+    return subprocess.run([sys.executable, str(ROOT / "dstream.py"), *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_lifecycle_and_run_through_dstream(tmp_path: Path, peers: AzurePeers) -> None:
+    (tmp_path / "task.hcl").write_text(TASK)
+    plan = dstream(tmp_path, peers, "plan", "task.hcl")
+    assert plan.returncode == 0, plan.stderr
+    assert "Persons_cdc_events" in plan.stdout
+    init = dstream(tmp_path, peers, "init", "task.hcl")
+    assert init.returncode == 0, init.stderr
+    assert set(peers.queues()) == {"Persons_cdc_events", "Orders_cdc_events", "Customers_cdc_events"}
+    assert all(q["maxDeliveryCount"] == 5 for q in peers.queues().values())
+    run = dstream(tmp_path, peers, "run", "--once", "task.hcl")
+    assert run.returncode == 0, run.stderr
+    assert len(peers.receive("Persons_cdc_events", 200)) == 200
+    again = dstream(tmp_path, peers, "run", "--once", "task.hcl")  # resumes after its checkpoints: nothing new
+    assert again.returncode == 0, again.stderr
+    assert peers.amqp_stats()["queues"]["Orders_cdc_events"]["accepted"] == 200
+    status = dstream(tmp_path, peers, "status", "--json", "task.hcl")
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    by_address = {r["address"]: r["status"] for r in document["resources"]}
+    assert by_address['output.queue["Orders"]']["active_messages"] == 200
+    key = "c2VjcmV0LWtleQ=="
+    for result in (plan, init, run, status):
+        assert key not in result.stdout + result.stderr
+    destroy = dstream(tmp_path, peers, "destroy", "--auto-approve", "task.hcl")
+    assert destroy.returncode == 0, destroy.stderr
+    assert peers.queues() == {}
