@@ -77,6 +77,19 @@ class Database:
         finally:
             cursor.close()
 
+    def alive(self) -> bool:
+        """True when the current connection still answers."""
+        if self.conn is None:
+            return False
+        try:
+            cursor = self.conn.cursor()
+            cursor.execute("SELECT 1 AS one")
+            cursor.fetchall()
+            cursor.close()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means it is gone
+            return False
+
     def reconnect(self, attempt: int, stopping: Callable[[], bool]) -> None:
         """Back off (with jitter), then connect again; the caller retries what failed."""
         self.close()

@@ -149,7 +149,7 @@ class Reader:
     # --- passes ----------------------------------------------------------------------
 
     def run(self) -> None:
-        attempt = 0
+        attempt = failures = 0
         once_bound: bytes | None = None
         interval = self.settings.poll_min
         started = False
@@ -160,20 +160,26 @@ class Reader:
                     started = True
                     if self.ctx.envelope.once:
                         once_bound = self.db.query(cat.SQL_MAX_LSN)[0][0] or ZERO
-                progress = self.one_pass(once_bound)
+                progress, bound = self.one_pass(once_bound)
                 attempt = 0
+                failures = 0
+            except p.ProviderFailure:
+                raise
             except Exception as exc:
-                if not is_pyodbc_error(exc) or not is_connection_error(exc):
-                    if is_pyodbc_error(exc):
-                        raise p.ProviderFailure(f"SQL Server error: {exc.args[-1] if exc.args else exc}") from None
-                    raise
+                lost = is_pyodbc_error(exc) and is_connection_error(exc)
+                if not lost:
+                    failures += 1  # a driver may report a connection cut mid-row as a bad value: is the connection alive?
+                    if failures > 2 or self.db.alive():
+                        if is_pyodbc_error(exc):
+                            raise p.ProviderFailure(f"SQL Server error: {exc.args[-1] if exc.args else exc}") from None
+                        raise
                 attempt += 1
                 self.ctx.log(f"connection lost ({exc.args[-1] if exc.args else exc}); reconnecting (attempt {attempt})")
                 if attempt > 30:
                     raise p.ProviderFailure(f"cannot reach SQL Server after {attempt} attempts: {exc}") from None
                 self.db.reconnect(attempt, lambda: self.ctx.stopping)
                 continue
-            if once_bound is not None:
+            if once_bound is not None and (bound is None or bound >= once_bound):
                 return
             interval = self.settings.poll_min if progress else min(self.settings.poll_max, interval * 2)
             self.sleep(interval * random.uniform(0.8, 1.0))
@@ -184,14 +190,14 @@ class Reader:
         while not self.ctx.stopping and time.monotonic() < end:
             time.sleep(min(0.1, end - time.monotonic()))
 
-    def one_pass(self, once_bound: bytes | None) -> bool:
+    def one_pass(self, once_bound: bytes | None) -> tuple[bool, bytes | None]:
         max_lsn = self.db.query(cat.SQL_MAX_LSN)[0][0]
         states = cat.instance_states(self.db)
         if {(i.name.lower(), i.object_id, i.create_date) for i in states.values()} != self.known:
             self.refresh()
             states = cat.instance_states(self.db)
         if max_lsn is None:
-            return False
+            return False, None
         bound = max_lsn if once_bound is None else min(max_lsn, once_bound)
         if self.settings.max_transactions:
             low = min(s.key.lsn for s in self.streams)
@@ -203,7 +209,7 @@ class Reader:
             if self.ctx.stopping:
                 break
             progress |= self.read_stream(stream, bound, states)
-        return progress
+        return progress, bound
 
     def refresh(self) -> None:
         """Capture instances changed (schema change, disable, re-enable): map each stream again."""
@@ -223,6 +229,7 @@ class Reader:
         progress = self.drain(stream, limit, states)
         if newer and newer[0].start_lsn and bound >= dec(newer[0].start_lsn) and not self.ctx.stopping:
             old = stream.current
+            stream.key = max(stream.key, Key.before(newer[0].start_lsn))  # the old instance is read up to the new one's start
             stream.use(newer[0])
             self.ctx.log(f"{stream.label}: switched from capture instance {old.name} to {newer[0].name} at LSN {newer[0].start_lsn.hex()}; "
                          f"{old.name} can be dropped: EXEC sys.sp_cdc_disable_table @source_schema = {cat.literal(stream.table.schema)}, "

@@ -98,7 +98,7 @@ def _format(days: int, units: int, scale: int) -> str:
     extra, units = divmod(units, 86400 * 10**7)
     date = dt.date.fromordinal(days + extra)
     secs, frac = divmod(units, 10**7)
-    text = f"{date:%Y-%m-%d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+    text = f"{date.year:04d}-{date.month:02d}-{date.day:02d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
     if scale:
         text += "." + f"{frac:07d}"[:scale]
     return text

@@ -198,14 +198,19 @@ class Handler(socketserver.BaseRequestHandler):
             raise ConnectionError("dropped by the test switch")
         self.send(payload)
 
+    def error_reply(self, results: list[Result], exc: SqlError) -> tuple[bytes, list[int]]:
+        payload, ends = self.encode(results, w.DONE, True)
+        return payload + w.error_token(exc.number, exc.message, exc.severity) + w.done(w.DONE, w.DONE_ERROR), ends
+
     def batch(self, sql: str) -> None:
         results: list[Result] = []
         try:
             results = self.run_sql(sql, [], None)
             payload, ends = self.encode(results, w.DONE, False)
         except SqlError as exc:
-            payload, ends = self.encode(results, w.DONE, True)
-            payload += w.error_token(exc.number, exc.message, exc.severity) + w.done(w.DONE, w.DONE_ERROR)
+            payload, ends = self.error_reply(results, exc)
+        except Exception as exc:  # a peer bug: answer with an error rather than a dead connection
+            payload, ends = self.error_reply([], SqlError(50000, f"tdspeer internal error: {exc!r}"))
         self.respond(payload, ends)
 
     def rpc(self, payload: bytes) -> None:
@@ -260,7 +265,9 @@ class Handler(socketserver.BaseRequestHandler):
             body, ends = self.encode(results, w.DONEINPROC, True) if results else (b"", [])
             body += struct.pack("<Bi", w.RETURNSTATUS, 0) + returns + w.done(w.DONEPROC, w.DONE_MORE if more else 0)
             return body, ends
-        except SqlError as exc:
+        except Exception as exc:
+            if not isinstance(exc, SqlError):
+                exc = SqlError(50000, f"tdspeer internal error: {exc!r}")
             body, ends = self.encode(results, w.DONEINPROC, True) if results else (b"", [])
             body += w.error_token(exc.number, exc.message, exc.severity)
             body += struct.pack("<Bi", w.RETURNSTATUS, 1) + w.done(w.DONEPROC, w.DONE_ERROR | (w.DONE_MORE if more else 0))

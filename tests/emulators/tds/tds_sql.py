@@ -194,11 +194,18 @@ class Translator:
                     parts.append(FUNCTIONS[up])
                 else:
                     parts.append(t.text)
+            elif k == "op" and t.text == "+" and context is not None and self._next_to_string(context, index):
+                parts.append("||")  # T-SQL's string concatenation
             elif k == "op" and t.text == "." and context is not None and index > 0 and context[index - 1].upper == "SYS" and self._sys_function(context, index - 1):
                 parts.append("")
             else:
                 parts.append(t.text)
         return "".join(parts)
+
+    @staticmethod
+    def _next_to_string(toks: list[Tok], i: int) -> bool:
+        near = [t for t in toks[max(0, i - 3):i] if t.kind != "ws"][-1:] + [t for t in toks[i + 1:i + 4] if t.kind != "ws"][:1]
+        return any(t.kind == "str" for t in near)
 
     @staticmethod
     def _next_is_paren(toks: list[Tok], i: int) -> bool:

@@ -452,7 +452,7 @@ def decode_fixed(name: str, raw: bytes) -> Any:
         base = _dt.datetime(1900, 1, 1) + _dt.timedelta(days=days)
         units = round(ticks * 10_000_000 / 300)
         secs, frac = divmod(units, 10_000_000)
-        return f"{base:%Y-%m-%d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac:07d}"
+        return f"{base.year:04d}-{base.month:02d}-{base.day:02d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac:07d}"
     raise ValueError(name)
 
 
@@ -472,8 +472,8 @@ def decode_datetime(code: int, scale: int, raw: bytes) -> str:
         days, secs = divmod(total, 86400)
     date = _dt.date.fromordinal(days + 1)
     if code == 0x28:
-        return f"{date:%Y-%m-%d}"
-    text = f"{date:%Y-%m-%d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac7:07d}"
+        return f"{date.year:04d}-{date.month:02d}-{date.day:02d}"
+    text = f"{date.year:04d}-{date.month:02d}-{date.day:02d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac7:07d}"
     if code == 0x2B:
         sign = "+" if offset >= 0 else "-"
         text += f" {sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
