@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pyodbc
-import pytest
 
 from .conftest import ROOT, Peer, config, connection_string, envelope, provider
 
