@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
 from tds_sql import SqlError
@@ -123,7 +123,7 @@ def coerce(t: SqlType, v: Any, column: str = "") -> Any:
         if n in ("float", "real"):
             return float(v)
         if n in ("decimal", "numeric", "money"):
-            d = Decimal(str(v)).quantize(Decimal(1).scaleb(-t.scale), rounding=ROUND_HALF_UP)
+            d = Decimal(str(v)).quantize(Decimal(1).scaleb(-t.scale), rounding=ROUND_HALF_UP, context=Context(prec=80))
             if d.adjusted() + 1 > t.precision - t.scale:
                 raise SqlError(8115, f"Arithmetic overflow error converting {type(v).__name__} to data type numeric.")
             return format(d, "f")

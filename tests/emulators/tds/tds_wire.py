@@ -11,7 +11,7 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 # packet types
@@ -263,11 +263,11 @@ def encode_value(t: SqlType, v: Any) -> bytes:
     if n == "real":
         return b"\x04" + struct.pack("<f", float(v))
     if n in ("decimal", "numeric"):
-        unscaled = int(Decimal(str(v)).scaleb(t.scale).to_integral_value())
+        unscaled = int(Decimal(str(v)).scaleb(t.scale, context=Context(prec=80)).to_integral_value())
         size = dec_size(t.precision)
         return bytes([size, 1 if unscaled >= 0 else 0]) + abs(unscaled).to_bytes(size - 1, "little")
     if n == "money":
-        raw = int(Decimal(str(v)).scaleb(4).to_integral_value())
+        raw = int(Decimal(str(v)).scaleb(4, context=Context(prec=80)).to_integral_value())
         return b"\x08" + struct.pack("<iI", raw >> 32, raw & 0xFFFFFFFF)
     if n in ("nvarchar", "nchar", "ntext", "xml", "varchar", "char", "text", "varbinary", "binary", "image"):
         if n in ("varbinary", "binary", "image"):
