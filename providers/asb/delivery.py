@@ -31,6 +31,9 @@ INBOX = 20_000  # changes waiting per queue before the reader blocks
 DRAIN = 5_000  # changes taken from the inbox per round
 SEND_TIMEOUT = 60  # seconds for one send call (the SDK hangs against a broken peer otherwise)
 STOP = object()
+# The SDK sizes a batch without the outer message's envelope: a batch it fills to exactly
+# the link's 262144 bytes goes out as 262165 and is refused. Leave room for that.
+BATCH_HEADROOM = 1024
 
 
 class Fatal(Exception):
@@ -253,7 +256,7 @@ class Delivery:
         wanted = int(self.config["max_batch_bytes"] or 0)
         if wanted < 0:
             raise p.ProviderFailure("max_batch_bytes must be positive", key="max_batch_bytes")
-        self.limit = min(wanted, tier_limit) if wanted else tier_limit
+        self.limit = min(wanted, tier_limit - BATCH_HEADROOM) if wanted else tier_limit - BATCH_HEADROOM
         self.acker = Acker(ctx.writer)
         self.connect = connector(self.config)
         self.workers: dict[str, Worker] = {}
