@@ -7,7 +7,7 @@
 2. CPU cost per change with rows already fetched (Encoder.encode on one core).
    Target: >= 100 k changes/s.
 
-    python bench/mssql_reader.py [--rows 30000] [--driver freetds|msodbc18]
+    python bench/mssql_reader.py [--rows 60000] [--page 5000] [--driver freetds|msodbc18]
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def cpu_per_change(count: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=30000)
-    parser.add_argument("--page", type=int, default=1000)
+    parser.add_argument("--rows", type=int, default=60000)
+    parser.add_argument("--page", type=int, default=5000)
     parser.add_argument("--driver", default="freetds", choices=["freetds", "msodbc18"])
     args = parser.parse_args()
     rate = cpu_per_change(200_000)
