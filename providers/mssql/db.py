@@ -17,7 +17,8 @@ LOST_STATES = ("08", "HYT", "01000", "IM")  # communication link, timeouts, Free
 def is_connection_error(exc: Exception) -> bool:
     state = str(exc.args[0]) if exc.args else ""
     text = " ".join(str(a) for a in exc.args).lower()
-    return state.startswith(LOST_STATES) or any(s in text for s in ("communication link", "tcp provider", "unexpected eof", "connection", "timeout"))
+    return state.startswith(LOST_STATES) or any(s in text for s in ("communication link", "tcp provider", "unexpected eof", "connection reset",
+                                                                    "server closed the connection", "timeout expired"))
 
 
 def sql_error_number(exc: Exception) -> int | None:
