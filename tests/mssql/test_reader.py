@@ -220,3 +220,46 @@ def test_once_drains_up_to_the_max_lsn_seen_at_start_then_exits(freetds_peer: Pe
     run = provider("run", config(peer, ["Persons"], max_transactions_per_pass=1), start)
     assert run.rc == 0, run.stderr
     assert [c["data"]["ID"] for c in run.changes] == [1, 2]
+
+
+def test_follow_mode_picks_up_new_changes_survives_a_dropped_connection_and_stops_on_sigterm(freetds_peer: Peer) -> None:
+    peer = freetds_peer
+    start = setup_persons(peer)
+    proc = subprocess.Popen([sys.executable, "-m", "providers.mssql_cdc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, env=dict(os.environ))
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write((envelope("run", config(peer, ["Persons"]), start, once=False) + "\n").encode())
+    proc.stdin.close()
+    peer.sql("INSERT INTO Persons (ID, Name) VALUES (1, N'one')")
+    first = json.loads(proc.stdout.readline())
+    peer.sql("EXEC dstream_test.drop_connections")  # every other session, the reader's included
+    peer.sql("INSERT INTO Persons (ID, Name) VALUES (2, N'two')")
+    lines = [first]
+    while not any(m.get("data", {}).get("ID") == 2 for m in lines):
+        lines.append(json.loads(proc.stdout.readline()))
+    proc.send_signal(signal.SIGTERM)
+    proc.stdin = None
+    rest, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    changes = [m for m in lines + [json.loads(x) for x in rest.splitlines()] if "data" in m]
+    assert [c["data"]["ID"] for c in changes] == [1, 2]
+
+
+def test_start_earliest_and_at_a_time_without_a_checkpoint(freetds_peer: Peer) -> None:
+    peer = freetds_peer
+    peer.sql(PERSONS)
+    enable(peer, "Persons")
+    peer.sql("INSERT INTO Persons (ID, Name) VALUES (1, N'old')")
+    import time
+
+    time.sleep(0.05)
+    middle = peer.sql("SELECT SYSDATETIME() AS now")[0][0]
+    time.sleep(0.05)
+    peer.sql("INSERT INTO Persons (ID, Name) VALUES (2, N'new')")
+    earliest = provider("run", config(peer, ["Persons"], start="earliest"))
+    assert [c["data"]["ID"] for c in earliest.changes] == [1, 2]
+    since = provider("run", config(peer, ["Persons"], start=str(middle).replace(" ", "T")))
+    assert since.rc == 0, since.stderr
+    assert [c["data"]["ID"] for c in since.changes] == [2]
+    latest = provider("run", config(peer, ["Persons"]))
+    assert latest.rc == 0 and not latest.changes and "has no checkpoint" in latest.stderr
