@@ -2,8 +2,9 @@
 # dbo.Orders and dbo.Customers to one Azure Service Bus queue per table
 # (Persons_cdc_events, ...), with the queues managed by dstream.
 #
-# NOTE: the "mssql-cdc" and "asb-queues" providers arrive in later releases.
-# Until then `dstream validate` on this file reports the provider as unknown.
+# Try it: dstream validate examples/mssql-to-asb.hcl (with the variables below set),
+# then plan, init, run --once, status, destroy. docs/mssql-cdc.md and
+# docs/asb-queues.md describe every config key.
 #
 # Secrets come from the environment, never from this file:
 #   SQL_CONNECTION, ASB_CONNECTION, AZURE_SUBSCRIPTION_ID,

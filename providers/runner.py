@@ -44,6 +44,7 @@ class Pipeline:
         self.on_log = on_log
         self._stop = threading.Event()
         self._input: subprocess.Popen[bytes] | None = None
+        self._on_resource: Callable[[dict[str, Any]], None] | None = None
 
     def stop(self) -> None:
         """Ask for a clean stop: SIGTERM the input; the output drains and acks. Signal-safe."""
@@ -51,7 +52,11 @@ class Pipeline:
         if self._input is not None and self._input.poll() is None:
             signal_group(self._input, signal.SIGTERM)
 
-    def run(self, input_envelope: Envelope, output_envelope: Envelope, on_acks: Callable[[dict[str, Any]], None], interval: float = 1.0) -> RunResult:
+    def run(self, input_envelope: Envelope, output_envelope: Envelope, on_acks: Callable[[dict[str, Any]], None], interval: float = 1.0,
+            on_resource: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+        """Stream until the input stops. `on_resource` gets the output's `resource` messages
+        (e.g. a queue created on demand), in order with its acks."""
+        self._on_resource = on_resource
         result = RunResult()
         read_end, write_end = os.pipe()
         try:
@@ -99,6 +104,8 @@ class Pipeline:
             elif message.get("type") == "checkpoint" and "stream" in message:
                 pending[str(message["stream"])] = message.get("position")
                 result.acked += 1
+            elif message.get("type") == "resource" and self._on_resource is not None:
+                self._deliver(self._on_resource, message, result)
             elif message.get("type") == "error" and result.failure is None:
                 result.failure = HostError(str(message.get("message")), hint=message.get("hint"), key=message.get("key"))
             if pending and time.monotonic() - flushed >= interval:
@@ -109,10 +116,13 @@ class Pipeline:
 
     def _persist(self, on_acks: Callable[[dict[str, Any]], None], acked: dict[str, Any], result: RunResult) -> None:
         """Hand acks over; if that fails, stop the run (data already delivered is redelivered next time)."""
+        self._deliver(on_acks, acked, result)
+
+    def _deliver(self, callback: Callable[[dict[str, Any]], None], value: dict[str, Any], result: RunResult) -> None:
         if result.persist_error is not None:
             return
         try:
-            on_acks(acked)
+            callback(value)
         except Exception as exc:
             result.persist_error = exc
             self.stop()

@@ -14,7 +14,7 @@ from typing import Any
 from providers.host import HostError, ProviderProcess, converse
 from providers.protocol import Envelope
 from providers.runner import Pipeline, RunResult
-from state.backend import Backend, StateManager
+from state.backend import STATE_LOCK, Backend, StateManager, held
 from state.config import Task
 from state.errors import ProviderError, StateError
 from state.model import Checkpoints, Resource, StateFile
@@ -23,6 +23,7 @@ from state.secrets import Redactor, find_secrets
 
 log = logging.getLogger("dstream")
 ROLES = ("input", "output")
+RECORD_LOCK_TIMEOUT = 60.0  # seconds a run waits for the state lock to record a resource
 LogSink = Callable[[str, str], None]  # (provider label, stderr line)
 
 
@@ -254,15 +255,15 @@ def destroy(session: Session, state: StateFile) -> tuple[StateFile, int]:
 def status(session: Session, state: StateFile, locks: dict[str, Any]) -> dict[str, Any]:
     live: dict[tuple[str, str, str], dict[str, Any]] = {}
     streams = state.streams
+    checkpoints = session.manager.checkpoints()
     for role in ROLES:
         collector = _Collector(role, session.task.provider(role).name)
-        session.ask(role, session.envelope(role, "status", state, streams), collector)
+        session.ask(role, session.envelope(role, "status", state, streams, checkpoints=dict(checkpoints.positions)), collector)
         if role == "input" and collector.streams is not None:
             streams = collector.streams
         for message in collector.statuses:
             res = message.get("resource") or {}
             live[(role, str(res.get("type")), str(res.get("name")))] = message.get("status") or {}
-    checkpoints = session.manager.checkpoints()
     names = [s["name"] for s in streams] + sorted(set(checkpoints.positions) - {s["name"] for s in streams})
     return {
         "task": session.task.name,
@@ -286,5 +287,11 @@ def run(session: Session, state: StateFile, once: bool, pipeline: Pipeline, inte
         checkpoints = checkpoints.advance(acked)
         session.manager.write_checkpoints(checkpoints)
 
-    result = pipeline.run(source, sink, persist, interval)
+    def record(message: dict[str, Any]) -> None:
+        """A resource the output made while running (e.g. a queue created on demand)."""
+        with held(session.backend.locker, STATE_LOCK, "run (recording a resource)", session.manager.version, RECORD_LOCK_TIMEOUT):
+            recorder = _Recorder(session, session.manager.read(), "output")
+            recorder(session.redactor.document(message))
+
+    result = pipeline.run(source, sink, persist, interval, on_resource=record)
     return result, checkpoints

@@ -71,3 +71,47 @@ def test_lifecycle_and_run_through_dstream(tmp_path: Path, peers: AzurePeers) ->
     destroy = dstream(tmp_path, peers, "destroy", "--auto-approve", "task.hcl")
     assert destroy.returncode == 0, destroy.stderr
     assert peers.queues() == {}
+
+
+ON_DEMAND = """
+task "on-demand" {
+  input {
+    provider = "jsonl"
+    config { path = "changes.jsonl" }
+  }
+  output {
+    provider = "asb-queues"
+    config {
+      subscription_id         = "{{ env "AZ_SUB" }}"
+      resource_group          = "{{ env "AZ_RG" }}"
+      namespace               = "{{ env "AZ_NS" }}"
+      management_endpoint     = "{{ env "AZ_ARM" }}"
+      connection_string       = "{{ env "ASB_CONNECTION" }}"
+      create_queues_on_demand = true
+    }
+  }
+}
+"""
+
+
+def change(table: str, i: int) -> str:
+    return json.dumps({"data": {"ID": i}, "metadata": {"TableName": table, "Schema": "dbo", "OperationType": "Insert", "LSN": f"{i:020x}"}}) + "\n"
+
+
+def test_queue_created_on_demand_during_run_is_recorded_in_state(tmp_path: Path, peers: AzurePeers) -> None:
+    (tmp_path / "task.hcl").write_text(ON_DEMAND)
+    (tmp_path / "changes.jsonl").write_text("".join(change("Persons", i) for i in range(1, 4)))
+    init = dstream(tmp_path, peers, "init", "task.hcl")
+    assert init.returncode == 0, init.stderr
+    assert set(peers.queues()) == {"Persons_cdc_events"}
+    with open(tmp_path / "changes.jsonl", "a") as handle:  # a table that appeared after init
+        handle.write("".join(change("Refunds", i) for i in range(4, 6)))
+    run = dstream(tmp_path, peers, "run", "--once", "task.hcl")
+    assert run.returncode == 0, run.stderr
+    assert set(peers.queues()) == {"Persons_cdc_events", "Refunds_cdc_events"}
+    assert len(peers.receive("Refunds_cdc_events", 2)) == 2
+    state = json.loads((tmp_path / ".dstream" / "on-demand.state.json").read_text())
+    assert {r["name"] for r in state["resources"]} == {"Persons", "Refunds"}
+    plan = dstream(tmp_path, peers, "plan", "--detailed-exitcode", "task.hcl")
+    assert plan.returncode == 0, plan.stdout + plan.stderr  # the queue made on demand is owned, not "unmanaged"
+    assert "No changes" in plan.stdout
