@@ -323,7 +323,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     from providers.runner import Pipeline
     from state.backend import RUN_LOCK
-    from state.errors import DstreamError
+    from state.errors import DstreamError, StateError
     from state.lifecycle import run
 
     session = _session(args)
@@ -332,7 +332,13 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         if state.serial == 0:
             raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {args.target}")
         pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: _provider_log(label, session.redactor.text(line)))
-        session.backend.locker.watch(lambda name, why: pipeline.stop())
+        lost: list[str] = []
+
+        def on_lost(name: str, why: str) -> None:
+            lost.append(why)
+            pipeline.stop()
+
+        session.backend.locker.watch(on_lost)
         previous = {sig: signal.signal(sig, lambda s, f: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
         started = time.monotonic()
         try:
@@ -340,6 +346,8 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if lost:
+        raise StateError(f"lost the run lock ({lost[0]}); stopped the run", hint="another process may be running this task now: see dstream status")
     _check_run(session, result)
     how = "stopped on request" if result.stopped else "input caught up" if args.once else "input finished"
     log.info("run %s after %.1fs: %d checkpoints acknowledged; streams at %s", how, time.monotonic() - started, result.acked, json.dumps(checkpoints.positions, sort_keys=True))

@@ -16,6 +16,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ class _Lease:
         self.info = info
         self.duration = duration
         self.lost: str | None = None
+        self.renewed_at = time.monotonic()
         self._stop = threading.Event()
         self._on_lost = on_lost
         self._thread = threading.Thread(target=self._renew_loop, daemon=True)
@@ -53,11 +55,18 @@ class _Lease:
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.duration / 3):
             try:
-                self.client.renew()
+                self.renew()
             except Exception as exc:  # any failure means we can no longer prove we hold it
                 self.lost = f"lease renewal failed ({_code(exc) or type(exc).__name__})"
                 self._on_lost(self.lost)
                 return
+
+    def renew(self) -> None:
+        """Renew, and give up before the lease could have expired unnoticed."""
+        if time.monotonic() - self.renewed_at > self.duration * 0.8:
+            raise TimeoutError("no successful renewal within the lease duration")
+        self.client.renew(connection_timeout=5, read_timeout=max(1.0, self.duration / 4))
+        self.renewed_at = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -140,6 +149,9 @@ class AzureBlobBackend:
         except AzureError as exc:
             if _code(exc) == "BlobAlreadyExists":
                 raise StateError(f"{self.where(key)} was created by someone else since it was read", hint="run the command again") from None
+            if lease is not None and _code(exc) == "ConditionNotMet" and not self._still_held(lease):
+                raise StateError(f"lost the lock while writing {self.blob_name(key)} ({lease.lost}); nothing more was written",
+                                 hint="someone broke the lease; run the command again") from None
             raise self._fail(exc, f"writing {self.blob_name(key)}") from None
         self._empty.pop(key, None)
         return str(result["etag"])
@@ -154,7 +166,7 @@ class AzureBlobBackend:
             lease = self._leases[RUN_LOCK]
             self._check(lease, "writing checkpoints")
             try:
-                lease.client.renew()
+                lease.renew()
             except Exception as exc:
                 lease.lost = f"run lease renewal failed ({_code(exc) or type(exc).__name__})"
                 raise StateError(f"lost the run lock ({lease.lost}); checkpoints were not written", hint="another process may be running this task") from None
@@ -164,6 +176,15 @@ class AzureBlobBackend:
         if lease is not None:
             self._check(lease, f"writing {key}")
         return lease
+
+    def _still_held(self, lease: _Lease) -> bool:
+        """After a refused write: is it our lease that is gone (Azure checks the ETag first)?"""
+        try:
+            lease.renew()
+            return True
+        except Exception as exc:
+            lease.lost = f"lease gone ({_code(exc) or type(exc).__name__})"
+            return False
 
     def _check(self, lease: _Lease, doing: str) -> None:
         if lease.lost:
@@ -216,7 +237,7 @@ class AzureBlobBackend:
                 raise
 
     def _lost(self, name: str, why: str) -> None:
-        log.error("the %s lock on %s was lost: %s", name, self.location, why)
+        log.debug("the %s lock on %s was lost: %s; stopping", name, self.location, why)  # the command then fails saying so
         for watcher in self._watchers:
             watcher(name, why)
 
@@ -294,9 +315,11 @@ def azure_blob_backend(settings: dict[str, Any], task: str) -> Backend:
     conn, url = settings.get("connection_string"), settings.get("account_url")
     if bool(conn) == bool(url):
         raise UsageError('backend "azureblob" needs exactly one of account_url (Azure AD sign-in) or connection_string')
-    from azure.storage.blob import BlobServiceClient
+    from azure.storage.blob import BlobServiceClient, LinearRetry
 
-    options: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "connection_timeout": 10, "read_timeout": 30}
+    # The Blob SDK's default retries wait 15 s, then more: longer than a lease lives.
+    options: dict[str, Any] = {"retry_policy": LinearRetry(backoff=1, random_jitter_range=1, retry_total=2),
+                               "connection_timeout": 5, "read_timeout": 20}
     if conn:
         try:
             service = BlobServiceClient.from_connection_string(conn, **options)
