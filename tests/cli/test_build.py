@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from providers import BUILTINS
+
 from ._support import ROOT, describe, ok
 
 BUILT = ROOT / "dist" / "dstream.pyz"
@@ -44,7 +46,7 @@ def test_runs_from_another_directory(pyz: Path, dstream, tmp_path: Path) -> None
         assert re.fullmatch(r"dstream 0\.1\.0 \(provider protocol 1, Python 3\.11\.\d+\)\n", version.stdout), version.stdout
     result = ok(dstream("providers", cwd=elsewhere))
     rows = [line.split(None, 2) for line in result.stdout.splitlines()]
-    assert [(name, role) for name, role, _ in rows] == [("files", "output"), ("generator", "input"), ("jsonl", "input")]
+    assert [(name, role) for name, role, _ in rows] == sorted((name, spec[1]) for name, spec in BUILTINS.items())
     assert all(description.strip() for _, _, description in rows)
 
 
