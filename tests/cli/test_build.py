@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -58,3 +59,14 @@ def test_shiv_root_is_honoured(pyz: Path, dstream, tmp_path: Path) -> None:
     assert len(extracted) == 1, list(root.iterdir())
     site = extracted[0] / "site-packages"
     assert (site / "dstream.py").is_file() and (site / "providers" / "files.py").is_file() and (site / "hcl2").is_dir()
+
+
+def test_every_builtin_provider_runs_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
+    """Each built-in provider, with its subpackages and SDKs, imports and answers from the zipapp alone."""
+    env = {**os.environ, "SHIV_ROOT": str(pyz.parent / ".shiv"), "PYTHONPATH": ""}
+    for name in BUILTINS:
+        reply = subprocess.run([sys.executable, str(pyz), "provider", name], input='{"command":"validate","config":{}}\n', cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in reply.stderr and "ModuleNotFoundError" not in reply.stderr, f"{name}: {reply.stderr}"
+        first = json.loads(reply.stdout.splitlines()[0])
+        assert first["type"] == "hello" and first["provider"] == name, f"{name}: {reply.stdout}"
