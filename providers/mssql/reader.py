@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from providers.mssql.position import Identity, Key, dec, from_json, to_json
 
 SQL_MIN_ONE = "SELECT sys.fn_cdc_get_min_lsn(?) AS min_lsn"
 ZERO = bytes(10)
+SWITCH_INTERVAL = 0.0005  # seconds
 
 
 @dataclass
@@ -149,6 +153,9 @@ class Reader:
     # --- passes ----------------------------------------------------------------------
 
     def run(self) -> None:
+        # The page fetch runs on a helper thread while this one encodes: a short switch interval lets the
+        # helper take the GIL back quickly when the driver returns (the default 5 ms would stall every page).
+        sys.setswitchinterval(SWITCH_INTERVAL)
         attempt = failures = 0
         once_bound: bytes | None = None
         interval = self.settings.poll_min
@@ -253,29 +260,98 @@ class Reader:
             self.gap(stream, stream.current, "CDC cleanup deleted changes before they were read", min_lsn)
 
     def drain(self, stream: Stream, limit: bytes, states: dict[str, cat.Instance]) -> bool:
+        """Page through one capture instance up to `limit`.
+
+        Each page is read and then the instance's minimum LSN is read again; only when that
+        check passes is the page encoded and written. The next page (and its own check) is
+        fetched on a helper thread while this page is encoded and written, so the server's
+        work overlaps the reader's: at most two pages are in memory, and the connection is
+        used by one thread at a time (the helper hands it back before its page is looked at).
+        """
         state = states.get(stream.current.name.lower())
         self.check_gap(stream, state.min_lsn if state else None)
         if stream.key >= Key.after(limit):
             return False
         sql = stream.current.page_sql()
+        name = stream.current.name
         size = self.settings.page_size
+
+        def fetch(key: Key) -> tuple[list[Any], bytes | None]:
+            rows = self.db.query(sql, size, limit, *key.params())
+            return rows, self.db.query(SQL_MIN_ONE, name)[0][0]  # after the page, before it is emitted (#1)
+
         progress = False
-        while not self.ctx.stopping:
-            before = stream.key
-            rows = self.db.query(sql, size, limit, *before.params())
-            after_min = self.db.query(SQL_MIN_ONE, stream.current.name)[0][0]
-            self.check_gap(stream, after_min)
-            if stream.key != before:  # a skipped gap moved the position: read again from there
-                continue
-            assert stream.encoder is not None
-            lines, last = stream.encoder.encode(rows, len(rows) == size)
-            if lines and last is not None:
-                p.write_all(1, b"".join(lines))
-                stream.key = stream.reported = last
-                progress = True
-            if len(rows) < size:
-                break
+        pending: Prefetch | None = Prefetch(fetch, stream.key)
+        try:
+            while pending is not None:
+                rows, after_min = pending.get()
+                pending = None
+                before = stream.key  # the page was read from here
+                self.check_gap(stream, after_min)
+                if stream.key != before:  # a skipped gap moved the position: read again from there
+                    pending = Prefetch(fetch, stream.key)
+                    continue
+                if self.ctx.stopping:
+                    break
+                full = len(rows) == size
+                consumed = last_consumed(rows, full)
+                if full and consumed is not None:
+                    pending = Prefetch(fetch, consumed)
+                assert stream.encoder is not None
+                lines, last = stream.encoder.encode(rows, full)
+                if full and last != consumed:
+                    raise RuntimeError(f"internal error: page ends at {last}, next page was read from {consumed}")
+                if lines and last is not None:
+                    p.write_all(1, b"".join(lines))
+                    stream.key = stream.reported = last
+                    progress = True
+        finally:
+            if pending is not None:
+                pending.wait()  # never leave the connection in use by the helper
         return progress
+
+
+class Prefetch:
+    """One call on a daemon thread; get() returns its result or raises its exception."""
+
+    def __init__(self, fn: Callable[[Key], tuple[list[Any], bytes | None]], key: Key):
+        self.result: tuple[list[Any], bytes | None] | None = None
+        self.error: BaseException | None = None
+        self.running = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(fn, key), name="mssql-prefetch", daemon=True)
+        self.thread.start()
+        # Let the helper reach the driver (which releases the GIL) before this thread goes on encoding;
+        # otherwise the query waits for the interpreter's switch interval (5 ms) on every page.
+        self.running.wait()
+
+    def _run(self, fn: Callable[[Key], tuple[list[Any], bytes | None]], key: Key) -> None:
+        try:
+            self.running.set()
+            self.result = fn(key)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self.error = exc
+
+    def wait(self) -> None:
+        while self.thread.is_alive():
+            self.thread.join(0.5)
+
+    def get(self) -> tuple[list[Any], bytes | None]:
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def last_consumed(rows: list[Any], full: bool) -> Key | None:
+    """Key of the last row Encoder.encode consumes: a full page's trailing before-image waits for the next page."""
+    n = len(rows)
+    if full and n and rows[-1][2] == 3:
+        n -= 1
+    if not n:
+        return None
+    r = rows[n - 1]
+    return Key(r[0], r[3], r[1], r[2])
 
 
 def start_key(inst: cat.Instance, max_lsn: bytes | None) -> Key:

@@ -8,6 +8,7 @@ binary -> base64; uniqueidentifier -> text; NULL -> null.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import math
 import struct
 from collections.abc import Callable
@@ -28,22 +29,38 @@ def _timestamp(raw: bytes | None) -> str | None:
     if raw is None:
         return None
     if len(raw) == 16:
-        y, mo, d, h, mi, s, ns = TIMESTAMP.unpack(raw)
-        return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ns // 100:07d}"
+        y, mo, d, h, mi, s, ns = _unpack_timestamp(raw)
+        return _TIMESTAMP_TEXT % (y, mo, d, h, mi, s, ns // 100)
     if len(raw) == 8:
-        days, ticks = struct.unpack("<iI", raw)
-        ms = round(ticks * 1000 / 300)
-        return _from_days(days, ms * 10_000)
+        return _datetime(raw)
     if len(raw) == 4:
         days, minutes = struct.unpack("<HH", raw)
         return _from_days(days, minutes * 600_000_000)
     raise ValueError(f"unexpected timestamp of {len(raw)} bytes")
 
 
-def _from_days(days: int, units: int) -> str:
-    import datetime as dt
+_TIMESTAMP_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%07d"
+_unpack_timestamp = TIMESTAMP.unpack
+_last_datetime: list[tuple[bytes, str]] = [(b"", "")]  # (raw, text) of the previous datetime value, swapped as one object
 
-    date = dt.date(1900, 1, 1) + dt.timedelta(days=days)
+
+def _datetime(raw: bytes) -> str:
+    """An 8-byte datetime. Consecutive rows of a change table share their transaction's commit time
+    (lsn_time_mapping.tran_end_time is a datetime), so the previous value is remembered."""
+    last = _last_datetime[0]
+    if raw == last[0]:
+        return last[1]
+    days, ticks = struct.unpack("<iI", raw)
+    text = _from_days(days, round(ticks * 1000 / 300) * 10_000)
+    _last_datetime[0] = (raw, text)
+    return text
+
+
+_EPOCH_1900 = dt.date(1900, 1, 1)
+
+
+def _from_days(days: int, units: int) -> str:
+    date = _EPOCH_1900 + dt.timedelta(days=days)
     secs, frac = divmod(units, 10_000_000)
     return f"{date.year:04d}-{date.month:02d}-{date.day:02d}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac:07d}"
 
