@@ -346,7 +346,12 @@ class Context:
         self.writer.send(obj)
 
     def log(self, message: str) -> None:
-        log(self.name, message)
+        """To stderr; run by hand the line names the provider (dstream adds its own label)."""
+        if self.envelope.role:
+            sys.stderr.write(f"{message}\n")
+            sys.stderr.flush()
+        else:
+            log(self.name, message)
 
 
 def log(name: str, message: str) -> None:
