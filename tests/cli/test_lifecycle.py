@@ -73,7 +73,7 @@ def test_local_lifecycle(dstream, example_dir: Path) -> None:
     for table in TABLES:
         assert out_file(example_dir, table).is_file()
         assert out_file(example_dir, table).stat().st_size == 0
-        assert f"[output:files] files: created out/{table}_cdc_events.jsonl" in result.stderr
+        assert f"[output:files] created out/{table}_cdc_events.jsonl" in result.stderr
     state = state_doc(example_dir)
     assert state["version"] == 1
     assert state["task"] == TASK
