@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from providers import protocol as p
 from providers.mssql.catalog import Instance
 from providers.mssql.position import Key
-from providers.mssql.values import formatter, is_lob
+from providers.mssql.values import Formatter, _bool, _int, _str, encode_basestring, formatter, is_lob
 
 OPS = {1: "Delete", 2: "Insert", 4: "Update"}
 VALUES_AT = 6  # page rows: lsn, seqval, operation, command_id, update_mask, commit time, captured columns...
@@ -16,6 +17,35 @@ VALUES_AT = 6  # page rows: lsn, seqval, operation, command_id, update_mask, com
 
 def js(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def compile_obj(keys: list[str], fmts: list[Formatter]) -> Callable[[Any], str]:
+    """A function row -> '{"col":value,...}' over the captured columns (from VALUES_AT on), unrolled
+    for this column list: one f-string instead of a loop per row, with the commonest formatters
+    inlined for the value types pyodbc returns (anything else goes through the formatter). Only
+    indexes and the generated names k<i>/f<i> enter the code; column names and formatters are
+    bound as default arguments."""
+    parts = []
+    for i, f in enumerate(fmts):
+        v = f"(v := row[{VALUES_AT + i}])"
+        if f is _str:
+            value = f'"null" if {v} is None else esc(v) if v.__class__ is str else f{i}(v)'
+        elif f is _int:
+            value = f'"null" if {v} is None else str(v) if v.__class__ is int else f{i}(v)'
+        elif f is _bool:
+            value = f'"null" if {v} is None else "true" if v else "false"'
+        else:
+            value = f'"null" if {v} is None else f{i}(v)'
+        parts.append(f"{{k{i}}}{{{value}}}")
+    args = "".join(f", k{i}=k{i}, f{i}=f{i}" for i in range(len(keys)))
+    body = ",".join(parts)
+    code = f"def obj(row, esc=esc{args}):\n    return f'{{{{{body}}}}}'\n"
+    scope: dict[str, Any] = {"esc": encode_basestring}
+    scope.update({f"k{i}": k for i, k in enumerate(keys)})
+    scope.update({f"f{i}": f for i, f in enumerate(fmts)})
+    exec(compile(code, "<mssql-cdc row encoder>", "exec"), scope)  # noqa: S102 - generated from indexes only
+    fn: Callable[[Any], str] = scope["obj"]
+    return fn
 
 
 class Encoder:
@@ -29,6 +59,7 @@ class Encoder:
         self.lobs = [i for i, c in enumerate(inst.columns) if is_lob(c.type, c.max_length)]
         self.meta_head = f'{{"TableName":{js(table)},"Schema":{js(schema)},"CaptureInstance":{js(inst.name)},"OperationType":"'
         self.tail = f',"stream":{js(stream)},"position":{{'
+        self.obj = compile_obj(self.keys, self.fmts)
         self.set_extra(extra or {})
 
     def set_extra(self, extra: dict[str, Any]) -> None:
@@ -38,26 +69,20 @@ class Encoder:
             ident += f",{js(k)}:{json.dumps(v, separators=(',', ':'))}"
         self.ident = ident + "}}\n"
 
-    def obj(self, values: Any) -> str:
-        return "{" + ",".join([k + ("null" if v is None else f(v)) for (k, f), v in zip(self.cols, values, strict=False)]) + "}"
-
     def line(self, row: Any, before: Any = None) -> bytes:
-        lsn, seq, op, cmd = row[0].hex(), row[1].hex(), row[2], row[3]
-        values = row[VALUES_AT:]
-        commit = row[5]
-        meta = (f'{self.meta_head}{OPS[op]}","OperationID":{op},"LSN":"{lsn}","Seq":"{seq}","CommandID":{cmd},'
-                f'"CommitTime":{"null" if commit is None else chr(34) + commit[:23] + chr(34)}')
+        lsn, seq, op, cmd, commit = row[0].hex(), row[1].hex(), row[2], row[3], row[5]
+        more = ""
         if before is not None:
-            meta += ',"UpdatedColumns":' + json.dumps(self.updated(row[4]), ensure_ascii=False)
+            more = ',"UpdatedColumns":' + json.dumps(self.updated(row[4]), ensure_ascii=False)
         if self.lobs:
             missing = self.unavailable(row, before)
             if missing:
-                meta += ',"UnavailableColumns":' + json.dumps(missing, ensure_ascii=False)
-        text = '{"data":' + self.obj(values)
-        if before is not None:
-            text += ',"before":' + self.obj(before[VALUES_AT:])
-        text += f',"metadata":{meta}}}{self.tail}"lsn":"{lsn}","command_id":{cmd},"seqval":"{seq}","operation":{op}{self.ident}'
-        return text.encode()
+                more += ',"UnavailableColumns":' + json.dumps(missing, ensure_ascii=False)
+        data = self.obj(row) if before is None else self.obj(row) + ',"before":' + self.obj(before)
+        when = "null" if commit is None else f'"{commit[:23]}"'
+        return (f'{{"data":{data},"metadata":{self.meta_head}{OPS[op]}","OperationID":{op},"LSN":"{lsn}","Seq":"{seq}",'
+                f'"CommandID":{cmd},"CommitTime":{when}{more}}}'
+                f'{self.tail}"lsn":"{lsn}","command_id":{cmd},"seqval":"{seq}","operation":{op}{self.ident}').encode()
 
     def updated(self, mask: bytes | None) -> list[str]:
         if not mask:

@@ -59,7 +59,7 @@ def change(lsn: int, seq: int, op: int, ident: int, name: str = "x") -> tuple[An
 def make_reader(db: Scripted, monkeypatch: pytest.MonkeyPatch, page_size: int, on_gap: str = "fail") -> tuple[rd.Reader, rd.Stream, list[Any]]:
     config = {f.name: f.default for f in FIELDS}
     config.update(connection_string="DRIVER={FreeTDS};SERVER=x", tables=["T"], page_size=page_size, on_gap=on_gap)
-    ctx = p.Context("mssql-cdc", None, config, None, b"")  # type: ignore[arg-type]
+    ctx = p.Context("mssql-cdc", p.Envelope("run", config, role="input", once=True), config, p.Writer(), b"")
     reader = rd.Reader(ctx, settings(config))
     reader.db = db  # type: ignore[assignment]
     inst = cat.Instance("dbo_T", 7, 5, LSN[0], "2026-01-01T00:00:00.0000000", LSN[0],
