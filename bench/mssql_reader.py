@@ -104,11 +104,12 @@ def cpu_per_change(count: int) -> float:
     inst = Instance("dbo_Bench", 1, 2, bytes(10), "2026-01-01T00:00:00.0000000", bytes(10), cols)
     enc = Encoder("Bench", "dbo", "Bench", inst)
     lsn = (42).to_bytes(10, "big")
-    rows = [(lsn, i.to_bytes(10, "big"), 2, 1, b"\xff", "2026-01-02T03:04:05.1230000", i, f"name {i}", f"user{i}@example.com",
+    times = {lsn: "2026-01-02T03:04:05.1230000"}
+    rows = [(lsn, i.to_bytes(10, "big"), 2, 1, b"\xff", i, f"name {i}", f"user{i}@example.com",
              Decimal(f"{i}.1234"), "2026-01-02T03:04:05.1234567", True, i + 0.5, f"note note note {i}") for i in range(count)]
     t0 = time.process_time()
     for start in range(0, count, 1000):
-        lines, _ = enc.encode(rows[start:start + 1000], False)
+        lines, _ = enc.encode(rows[start:start + 1000], False, times)
         b"".join(lines)
     return count / (time.process_time() - t0)
 

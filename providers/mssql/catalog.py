@@ -26,7 +26,7 @@ SQL_CAP_LSN = ("SELECT MAX(m.start_lsn) AS cap_lsn FROM (SELECT TOP (?) start_ls
                "WHERE start_lsn > ? AND tran_id <> 0x00 ORDER BY start_lsn) AS m")
 SQL_TIME_LSN = "SELECT MIN(start_lsn) AS first_lsn FROM cdc.lsn_time_mapping WHERE tran_end_time >= ?"
 SQL_LAG = "SELECT SYSDATETIME() AS now, MAX(tran_end_time) AS newest FROM cdc.lsn_time_mapping"
-META = "c.__$start_lsn, c.__$seqval, c.__$operation, c.__$command_id, c.__$update_mask, m.tran_end_time"
+META = "c.__$start_lsn, c.__$seqval, c.__$operation, c.__$command_id, c.__$update_mask"
 KEYSET = ("c.__$start_lsn >= ? AND (c.__$start_lsn > ? OR (c.__$start_lsn = ? AND (c.__$command_id > ? OR (c.__$command_id = ? AND "
           "(c.__$seqval > ? OR (c.__$seqval = ? AND c.__$operation > ?))))))")
 ORDER = "ORDER BY c.__$start_lsn, c.__$command_id, c.__$seqval, c.__$operation"
@@ -63,7 +63,13 @@ class Instance:
     def page_sql(self) -> str:
         cols = ", ".join("c." + quote(c.name) for c in self.columns)
         return (f"SELECT TOP (?) {META}, {cols} FROM cdc.{quote(self.name + '_CT')} AS c "
-                f"LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = c.__$start_lsn WHERE c.__$start_lsn <= ? AND {KEYSET} {ORDER}")
+                f"WHERE c.__$start_lsn <= ? AND {KEYSET} {ORDER}")
+
+    def times_sql(self) -> str:
+        """Commit times of the transactions in an LSN range of this change table: one row per
+        transaction (not per change), at most as many rows as the page that asks."""
+        return ("SELECT m.start_lsn, m.tran_end_time FROM cdc.lsn_time_mapping AS m WHERE m.start_lsn >= ? AND m.start_lsn <= ? "
+                f"AND m.start_lsn IN (SELECT c.__$start_lsn FROM cdc.{quote(self.name + '_CT')} AS c WHERE c.__$start_lsn >= ? AND c.__$start_lsn <= ?)")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from providers.mssql.position import Key
 from providers.mssql.values import Formatter, _bool, _int, _str, encode_basestring, formatter, is_lob
 
 OPS = {1: "Delete", 2: "Insert", 4: "Update"}
-VALUES_AT = 6  # page rows: lsn, seqval, operation, command_id, update_mask, commit time, captured columns...
+VALUES_AT = 5  # page rows: lsn, seqval, operation, command_id, update_mask, captured columns...
 
 
 def js(text: str) -> str:
@@ -69,8 +69,8 @@ class Encoder:
             ident += f",{js(k)}:{json.dumps(v, separators=(',', ':'))}"
         self.ident = ident + "}}\n"
 
-    def line(self, row: Any, before: Any = None) -> bytes:
-        lsn, seq, op, cmd, commit = row[0].hex(), row[1].hex(), row[2], row[3], row[5]
+    def line(self, row: Any, when: str, before: Any = None) -> bytes:
+        lsn, seq, op, cmd = row[0].hex(), row[1].hex(), row[2], row[3]
         more = ""
         if before is not None:
             more = ',"UpdatedColumns":' + json.dumps(self.updated(row[4]), ensure_ascii=False)
@@ -79,7 +79,6 @@ class Encoder:
             if missing:
                 more += ',"UnavailableColumns":' + json.dumps(missing, ensure_ascii=False)
         data = self.obj(row) if before is None else self.obj(row) + ',"before":' + self.obj(before)
-        when = "null" if commit is None else f'"{commit[:23]}"'
         return (f'{{"data":{data},"metadata":{self.meta_head}{OPS[op]}","OperationID":{op},"LSN":"{lsn}","Seq":"{seq}",'
                 f'"CommandID":{cmd},"CommitTime":{when}{more}}}'
                 f'{self.tail}"lsn":"{lsn}","command_id":{cmd},"seqval":"{seq}","operation":{op}{self.ident}').encode()
@@ -101,9 +100,11 @@ class Encoder:
                 out.append(self.names[i])
         return out
 
-    def encode(self, rows: list[Any], full: bool) -> tuple[list[bytes], Key | None]:
+    def encode(self, rows: list[Any], full: bool, times: dict[bytes, Any] | None = None) -> tuple[list[bytes], Key | None]:
         """Lines for a page and the key of the last change consumed. A trailing before-image of
-        a full page is left for the next page, so an update pair is never split."""
+        a full page is left for the next page, so an update pair is never split. `times` maps a
+        commit LSN to lsn_time_mapping.tran_end_time (as text); a missing one is null."""
+        commit: dict[bytes, str] = {lsn: "null" if t is None else f'"{t[:23]}"' for lsn, t in (times or {}).items()}
         out: list[bytes] = []
         last = None
         i, n = 0, len(rows)
@@ -118,11 +119,11 @@ class Encoder:
                 a = rows[i + 1]
                 if a[2] != 4 or a[0] != r[0] or a[1] != r[1] or a[3] != r[3]:
                     raise self.broken(r, f"an update before-image followed by operation {a[2]} at seqval {a[1].hex()}")
-                out.append(self.line(a, r))
+                out.append(self.line(a, commit.get(a[0], "null"), r))
                 last = a
                 i += 2
             elif op in (1, 2):
-                out.append(self.line(r))
+                out.append(self.line(r, commit.get(r[0], "null")))
                 last = r
                 i += 1
             else:

@@ -272,19 +272,23 @@ class Reader:
         self.check_gap(stream, state.min_lsn if state else None)
         if stream.key >= Key.after(limit):
             return False
-        sql = stream.current.page_sql()
+        sql, times_sql = stream.current.page_sql(), stream.current.times_sql()
         name = stream.current.name
         size = self.settings.page_size
 
-        def fetch(key: Key) -> tuple[list[Any], bytes | None]:
+        def fetch(key: Key) -> Page:
             rows = self.db.query(sql, size, limit, *key.params())
-            return rows, self.db.query(SQL_MIN_ONE, name)[0][0]  # after the page, before it is emitted (#1)
+            times = {}
+            if rows:  # commit times once per transaction, not joined onto every change row
+                first, last = rows[0][0], rows[-1][0]
+                times = {r[0]: r[1] for r in self.db.query(times_sql, first, last, first, last)}
+            return rows, times, self.db.query(SQL_MIN_ONE, name)[0][0]  # after the page, before it is emitted (#1)
 
         progress = False
         pending: Prefetch | None = Prefetch(fetch, stream.key)
         try:
             while pending is not None:
-                rows, after_min = pending.get()
+                rows, times, after_min = pending.get()
                 pending = None
                 before = stream.key  # the page was read from here
                 self.check_gap(stream, after_min)
@@ -298,7 +302,7 @@ class Reader:
                 if full and consumed is not None:
                     pending = Prefetch(fetch, consumed)
                 assert stream.encoder is not None
-                lines, last = stream.encoder.encode(rows, full)
+                lines, last = stream.encoder.encode(rows, full, times)
                 if full and last != consumed:
                     raise RuntimeError(f"internal error: page ends at {last}, next page was read from {consumed}")
                 if lines and last is not None:
@@ -311,11 +315,14 @@ class Reader:
         return progress
 
 
+Page = tuple[list[Any], dict[bytes, Any], bytes | None]  # change rows, commit times by LSN, min LSN read afterwards
+
+
 class Prefetch:
     """One call on a daemon thread; get() returns its result or raises its exception."""
 
-    def __init__(self, fn: Callable[[Key], tuple[list[Any], bytes | None]], key: Key):
-        self.result: tuple[list[Any], bytes | None] | None = None
+    def __init__(self, fn: Callable[[Key], Page], key: Key):
+        self.result: Page | None = None
         self.error: BaseException | None = None
         self.running = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(fn, key), name="mssql-prefetch", daemon=True)
@@ -324,7 +331,7 @@ class Prefetch:
         # otherwise the query waits for the interpreter's switch interval (5 ms) on every page.
         self.running.wait()
 
-    def _run(self, fn: Callable[[Key], tuple[list[Any], bytes | None]], key: Key) -> None:
+    def _run(self, fn: Callable[[Key], Page], key: Key) -> None:
         try:
             self.running.set()
             self.result = fn(key)
@@ -335,7 +342,7 @@ class Prefetch:
         while self.thread.is_alive():
             self.thread.join(0.5)
 
-    def get(self) -> tuple[list[Any], bytes | None]:
+    def get(self) -> Page:
         self.wait()
         if self.error is not None:
             raise self.error

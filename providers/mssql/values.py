@@ -41,19 +41,12 @@ def _timestamp(raw: bytes | None) -> str | None:
 
 _TIMESTAMP_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%07d"
 _unpack_timestamp = TIMESTAMP.unpack
-_last_datetime: list[tuple[bytes, str]] = [(b"", "")]  # (raw, text) of the previous datetime value, swapped as one object
 
 
 def _datetime(raw: bytes) -> str:
-    """An 8-byte datetime. Consecutive rows of a change table share their transaction's commit time
-    (lsn_time_mapping.tran_end_time is a datetime), so the previous value is remembered."""
-    last = _last_datetime[0]
-    if raw == last[0]:
-        return last[1]
+    """An 8-byte datetime: days since 1900-01-01 and 1/300 s ticks."""
     days, ticks = struct.unpack("<iI", raw)
-    text = _from_days(days, round(ticks * 1000 / 300) * 10_000)
-    _last_datetime[0] = (raw, text)
-    return text
+    return _from_days(days, round(ticks * 1000 / 300) * 10_000)
 
 
 _EPOCH_1900 = dt.date(1900, 1, 1)

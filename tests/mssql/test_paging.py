@@ -34,7 +34,7 @@ class Scripted:
     def query(self, sql: str, *params: Any) -> list[Any]:
         assert self.busy.acquire(blocking=False), "the connection is used by two threads at once"
         try:
-            if sql != rd.SQL_MIN_ONE:
+            if sql != rd.SQL_MIN_ONE and "lsn_time_mapping" not in sql:
                 with self.changed:
                     self.requested += 1
                     self.changed.notify_all()
@@ -42,6 +42,9 @@ class Scripted:
             if sql == rd.SQL_MIN_ONE:
                 self.events.append(("check", self.pages))
                 return [(self.min_lsn(self.pages),)]
+            if "lsn_time_mapping" in sql:  # commit times of the page's transactions
+                low, high = params[2], params[3]
+                return sorted({(r[0], f"2026-01-02T03:04:05.{LSN.index(r[0])}000000") for r in self.rows if low <= r[0] <= high})
             size, limit, lsn, _, _, cmd, _, seq, _, op = params
             after = Key(lsn, cmd, seq, op)
             self.pages += 1
@@ -53,7 +56,7 @@ class Scripted:
 
 
 def change(lsn: int, seq: int, op: int, ident: int, name: str = "x") -> tuple[Any, ...]:
-    return (LSN[lsn], seq.to_bytes(10, "big"), op, 1 if op != 3 and op != 4 else 2, b"\x03", "2026-01-02T03:04:05.1230000", ident, name)
+    return (LSN[lsn], seq.to_bytes(10, "big"), op, 1 if op != 3 and op != 4 else 2, b"\x03", ident, name)
 
 
 def make_reader(db: Scripted, monkeypatch: pytest.MonkeyPatch, page_size: int, on_gap: str = "fail") -> tuple[rd.Reader, rd.Stream, list[Any]]:
@@ -88,6 +91,7 @@ def test_pages_are_prefetched_but_each_is_written_only_after_its_own_check(monke
     lines = [line for data, *_ in written for line in data.decode().splitlines()]
     ops = [(('"Insert"' in x and "I") or ('"Update"' in x and "U"), x.split('"ID":')[1].split(",")[0]) for x in lines]
     assert ops == [("I", str(i)) for i in range(1, 8)] + [("U", str(i)) for i in range(1, 6)]
+    assert [x.split('"CommitTime":')[1].split(",")[0].rstrip("}") for x in lines] == ['"2026-01-02T03:04:05.100"'] * 7 + ['"2026-01-02T03:04:05.200"'] * 5
     for k, (_, seen, _) in enumerate(written, 1):  # the k-th write came after the check that followed the k-th page
         assert ("check", k) in seen
     assert [overlapped for *_, overlapped in written] == [True] * (len(written) - 1) + [False]  # the next page was read meanwhile

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pyodbc
 
@@ -74,6 +75,21 @@ def test_transaction_larger_than_a_page_with_update_pairs_on_page_boundaries(pee
         assert c["metadata"]["UpdatedColumns"] == ["Name"]
     ks = keys(run.changes)
     assert ks == sorted(ks) and len(set(ks)) == len(ks)
+
+
+def test_commit_time_is_the_transactions_tran_end_time_on_every_page(peer: Peer) -> None:
+    start = setup_persons(peer, with_orders=True)
+    for i in range(1, 6):
+        peer.sql(f"BEGIN TRAN; INSERT INTO Persons (ID, Name) VALUES ({2 * i}, N'a'), ({2 * i + 1}, N'b'); INSERT INTO Orders VALUES ({i}, N'x'); COMMIT")
+        peer.sql("EXEC dstream_test.tick")
+        time.sleep(0.002)
+    mapping = {bytes(r[0]).hex(): r[1] for r in peer.sql("SELECT start_lsn, tran_end_time FROM cdc.lsn_time_mapping")}
+    run = provider("run", config(peer, ["Persons", "Orders"], page_size=3), start)
+    assert run.rc == 0, run.stderr
+    assert len(run.of("Persons")) == 10 and len(run.of("Orders")) == 5
+    for c in run.changes:
+        assert c["metadata"]["CommitTime"] == mapping[c["metadata"]["LSN"]].isoformat(timespec="milliseconds")
+    assert len({c["metadata"]["CommitTime"] for c in run.changes}) > 1
 
 
 def test_key_changing_update_is_a_delete_and_an_insert(freetds_peer: Peer) -> None:
