@@ -119,7 +119,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=60000)
     parser.add_argument("--page", type=int, default=None, help="the reader's page_size (default: the reader's own default)")
     parser.add_argument("--plain-page", type=int, default=5000, help="fetchmany size of the plain loop")
-    parser.add_argument("--repeat", type=int, default=5, help="alternating runs of each side; medians are compared")
+    parser.add_argument("--repeat", type=int, default=7, help="alternating runs of each side; medians are compared")
     parser.add_argument("--driver", default="freetds", choices=["freetds", "msodbc18"])
     args = parser.parse_args()
     rate = cpu_per_change(200_000)
@@ -140,7 +140,8 @@ def main() -> int:
         page = f"page_size {args.page}" if args.page else "default page_size"
         print(f"plain fetchmany loop: {args.rows / t_plain:,.0f} rows/s (median {t_plain:.2f} s of {fmt(plain_times)})")
         print(f"mssql-cdc reader:     {args.rows / t_reader:,.0f} changes/s (median {t_reader:.2f} s of {fmt(reader_times)}; {page})")
-        print(f"ratio reader/plain: {t_plain / t_reader:.2f} (target >= 0.8); both timed from process start to exit")
+        print(f"ratio reader/plain: {t_plain / t_reader:.2f} of medians, {min(plain_times) / min(reader_times):.2f} of best runs (target >= 0.8); "
+              "both timed from process start to exit")
     finally:
         peer.stop()
     print(f"at {dt.datetime.now():%Y-%m-%d %H:%M}")

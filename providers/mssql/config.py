@@ -16,7 +16,7 @@ FIELDS = [
     p.Field("start", str, default="latest", help="where to start without a checkpoint: latest, earliest, or an ISO-8601 time"),
     p.Field("poll_interval_min", float, default=0.5, help="seconds between polls while changes keep coming"),
     p.Field("poll_interval_max", float, default=10.0, help="longest wait between polls when idle or failing (backoff with jitter)"),
-    p.Field("page_size", int, default=1000, help="change rows per query"),
+    p.Field("page_size", int, default=5000, help="change rows per query (at most two pages are held in memory)"),
     p.Field("max_transactions_per_pass", int, default=0, help="cap on transactions read per pass (0 = no cap)"),
     p.Field("on_gap", str, default="fail", help='"fail" (default) or "skip": accept a range lost to CDC cleanup, with a warning'),
     p.Field("manage_cdc", bool, default=False, help="init enables CDC where it is missing; destroy disables only what dstream enabled"),
