@@ -502,8 +502,7 @@ def _setup_logging(level: str, fmt: str) -> None:
 def _exit_code(exc: Exception) -> int:
     from state import errors
 
-    for kind, code in ((errors.UsageError, EXIT_USAGE), (errors.LockedError, EXIT_LOCKED), (errors.ProviderError, EXIT_PROVIDER),
-                       (errors.Interrupted, EXIT_INTERRUPTED)):
+    for kind, code in ((errors.UsageError, EXIT_USAGE), (errors.LockedError, EXIT_LOCKED), (errors.ProviderError, EXIT_PROVIDER)):
         if isinstance(exc, kind):
             return code
     return EXIT_ERROR

@@ -37,7 +37,3 @@ class LockedError(DstreamError):
 
 class ProviderError(DstreamError):
     """A provider failed, crashed or broke the protocol."""
-
-
-class Interrupted(DstreamError):
-    """The user interrupted a command that cannot stop cleanly part-way."""
