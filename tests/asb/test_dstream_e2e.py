@@ -11,6 +11,14 @@ from pathlib import Path
 from conftest import ROOT
 from servicebus_peers import AzurePeers
 
+PEER_CONFIG = """\
+      subscription_id     = "{{ env "AZ_SUB" }}"
+      resource_group      = "{{ env "AZ_RG" }}"
+      namespace           = "{{ env "AZ_NS" }}"
+      management_endpoint = "{{ env "AZ_ARM" }}"
+      connection_string   = "{{ env "ASB_CONNECTION" }}"
+"""
+
 TASK = """
 task "to-asb" {
   type = "providers"
@@ -24,12 +32,7 @@ task "to-asb" {
   output {
     provider = "asb-queues"
     config {
-      subscription_id     = "{{ env "AZ_SUB" }}"
-      resource_group      = "{{ env "AZ_RG" }}"
-      namespace           = "{{ env "AZ_NS" }}"
-      management_endpoint = "{{ env "AZ_ARM" }}"
-      connection_string   = "{{ env "ASB_CONNECTION" }}"
-      queue {
+""" + PEER_CONFIG + """      queue {
         max_delivery_count = 5
       }
     }
@@ -82,12 +85,7 @@ task "on-demand" {
   output {
     provider = "asb-queues"
     config {
-      subscription_id         = "{{ env "AZ_SUB" }}"
-      resource_group          = "{{ env "AZ_RG" }}"
-      namespace               = "{{ env "AZ_NS" }}"
-      management_endpoint     = "{{ env "AZ_ARM" }}"
-      connection_string       = "{{ env "ASB_CONNECTION" }}"
-      create_queues_on_demand = true
+""" + PEER_CONFIG + """      create_queues_on_demand = true
     }
   }
 }
