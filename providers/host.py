@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -57,6 +58,8 @@ class ProviderProcess:
     def start(self, stdin: Any, stdout: Any) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        if logging.getLogger("dstream").isEnabledFor(logging.DEBUG):
+            env["DSTREAM_DEBUG"] = "1"  # Python providers then show tracebacks
         try:
             return subprocess.Popen(
                 self.argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=self.cwd, env=env,

@@ -28,8 +28,24 @@ def run(ctx: p.Context) -> None:
     Reader(ctx, settings(ctx.config)).run()
 
 
-HANDLERS = {"validate": lifecycle.validate, "plan": lifecycle.plan, "init": lifecycle.init, "status": lifecycle.status,
-            "destroy": lifecycle.destroy, "run": run}
+def database_errors_reported(handler: p.Handler) -> p.Handler:
+    """A lifecycle command that cannot reach or query SQL Server fails with the driver's message, in one line."""
+
+    def wrapped(ctx: p.Context) -> None:
+        import pyodbc
+
+        try:
+            handler(ctx)
+        except pyodbc.Error as exc:
+            detail = str(exc.args[-1] if exc.args else exc).strip()
+            raise p.ProviderFailure(f"SQL Server: {detail}", hint="check the server, the network and the credentials in connection_string",
+                                    key="connection_string") from None
+
+    return wrapped
+
+
+HANDLERS = {"validate": lifecycle.validate, "plan": database_errors_reported(lifecycle.plan), "init": database_errors_reported(lifecycle.init),
+            "status": database_errors_reported(lifecycle.status), "destroy": database_errors_reported(lifecycle.destroy), "run": run}
 
 
 def main() -> int:

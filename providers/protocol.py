@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -393,6 +394,13 @@ def serve(name: str, version: str, fields: list[Field], handlers: Mapping[str, H
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if os.environ.get("DSTREAM_DEBUG"):
+            traceback.print_exc()
+        data_pipe = role == "input" and (envelope is None or envelope.command == "run")
+        _report(name, None if data_pipe else writer, ProviderFailure(f"internal error: {type(exc).__name__}: {exc}",
+                                                                    hint="run dstream with --log-level debug for the traceback"))
+        return 1
 
 
 def _report(name: str, writer: Writer | None, failure: ProviderFailure) -> None:

@@ -389,3 +389,33 @@ def test_read_envelope_line_on_empty_stdin(pipe: Pipe) -> None:
     pipe.close(pipe.w)
     with pytest.raises(ProtocolError, match="no command envelope"):
         p.read_envelope_line(r)
+
+
+BUGGY_PROVIDER = """
+import sys
+from providers import protocol as p
+
+def plan(ctx):
+    raise RuntimeError("boom in plan")
+
+sys.exit(p.serve("buggy", "1", [], {"plan": plan}))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_bug_in_a_handler_is_one_error_line_and_a_traceback_only_on_request(debug: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DSTREAM_DEBUG"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if debug:
+        env["DSTREAM_DEBUG"] = "1"
+    result = subprocess.run([sys.executable, "-c", BUGGY_PROVIDER], input='{"command":"plan","config":{}}\n', env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["type"] == "hello"
+    assert lines[-1]["type"] == "error" and "RuntimeError: boom in plan" in lines[-1]["message"]
+    assert ("Traceback" in result.stderr) is debug
