@@ -69,8 +69,7 @@ def live(known: dict[Key, dict[str, Any]], wanted: dict[Key, dict[str, Any]]) ->
     return found
 
 
-def compute(ctx: p.Context, wanted: dict[Key, dict[str, Any]] | None = None) -> Any:
-    wanted = desired(ctx) if wanted is None else wanted
+def compute(ctx: p.Context, wanted: dict[Key, dict[str, Any]]) -> Any:
     known = in_state(ctx)
     actual = live(known, wanted) if ctx.envelope.refresh else None
     diff = diff_resources(wanted, known, actual, immutable=frozenset({"path"}))
@@ -86,7 +85,7 @@ def compute(ctx: p.Context, wanted: dict[Key, dict[str, Any]] | None = None) -> 
 
 
 def plan(ctx: p.Context) -> None:
-    diff = compute(ctx)
+    diff = compute(ctx, desired(ctx))
     for drift in diff.drift:
         ctx.send(p.drift_message(drift))
     for change in diff.changes:
@@ -94,12 +93,13 @@ def plan(ctx: p.Context) -> None:
 
 
 def init(ctx: p.Context) -> None:
-    diff = compute(ctx)
+    wanted = desired(ctx)
+    diff = compute(ctx, wanted)
     changes = diff.changes if ctx.envelope.changes is None else list(ctx.envelope.changes)
     known = in_state(ctx)
     for drift in diff.drift:  # deleted outside dstream and no longer wanted: forget it
         key = (drift["resource"]["type"], drift["resource"]["name"])
-        if drift["after"] is None and key not in desired(ctx):
+        if drift["after"] is None and key not in wanted:
             ctx.send(p.resource_message("deleted", resource(key, known[key])))
     for change in changes:
         apply(ctx, change)

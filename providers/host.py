@@ -139,7 +139,7 @@ def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_me
     assert proc.stdout is not None
     lineno = 0
     for lineno, raw in enumerate(proc.stdout, start=1):
-        message = _parse_reply(process, raw, lineno)
+        message = _parse_reply(raw)
         if lineno == 1:
             timer.cancel()
             if message is None or message.get("type") != "hello":
@@ -157,7 +157,8 @@ def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_me
     return lineno > 0 or proc.wait() not in (0, -signal.SIGKILL)
 
 
-def _parse_reply(process: ProviderProcess, raw: bytes, lineno: int) -> dict[str, Any] | None:
+def _parse_reply(raw: bytes) -> dict[str, Any] | None:
+    """A known protocol message, or None for anything else."""
     try:
         message = json.loads(raw)
     except ValueError:
