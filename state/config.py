@@ -8,6 +8,7 @@ attributes, so duplicates are found on the parse tree before it converts.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -19,13 +20,19 @@ from state import parse_cache
 from state.errors import TaskFileError
 
 DEFAULT_FILE = "dstream.hcl"
-TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 ENV_ACTION = re.compile(r'^\s*env\s+\\?"([^"\\]+)\\?"\s*(?:\|\s*default\s+\\?"((?:[^"\\]|\\\\)*)\\?"\s*)?$')
 PLACEHOLDER = re.compile(r"__dstream_tpl_(\d+)__")
 TOP_LEVEL = ("task", "backend")
 TASK_KEYS = ("type", "input", "output")
 PROVIDER_KEYS = ("provider", "provider_path", "config")
 BACKENDS = {"local": ("path",), "azureblob": ("container", "prefix", "account_url", "connection_string", "lease_duration")}
+BACKEND_TYPES: dict[str, type] = {"path": str, "container": str, "prefix": str, "account_url": str, "connection_string": str, "lease_duration": int}
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TASK_NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'"
+# what a parser error expects, in words; the offending token itself is never quoted (it may be a secret)
+VALUE_START = {"DBLQUOTE", "NAME", "INT_LITERAL", "FLOAT_LITERAL", "LSQB", "LBRACE"}
+EXPECTED_WORDS = {"RBRACE": "'}'", "LBRACE": "'{'", "EQ": "'='", "DBLQUOTE": "'\"'", "NAME": "a name", "RSQB": "']'",
+                  "COMMA": "','", "NEWLINE": "a new line", "NL_OR_COMMENT": "a new line", "RPAR": "')'", "COLON": "':'"}
 Path_ = tuple[str, ...]
 
 
@@ -120,24 +127,81 @@ def _read(file: Path) -> str:
 
 
 def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
-    """Swap each {{ ... }} for a placeholder, so values can never break HCL syntax."""
+    """Swap each {{ ... }} outside comments for a placeholder, so values can never break HCL syntax."""
     templates: list[_Template] = []
-
-    def swap(match: re.Match[str]) -> str:
-        line = text.count("\n", 0, match.start()) + 1
-        column = match.start() - text.rfind("\n", 0, match.start())
-        action = ENV_ACTION.match(match.group(1))
+    pieces: list[str] = []
+    done = 0
+    for start, end in _template_spans(text):
+        line = text.count("\n", 0, start) + 1
+        column = start - text.rfind("\n", 0, start)
+        source = text[start:end]
+        action = ENV_ACTION.match(source[2:-2])
         if not action:
             raise TaskFileError(
-                f"{file}:{line}: unsupported template {match.group(0)}",
+                f"{file}:{line}: unsupported template {source}",
                 hint='use {{ env "NAME" }} or {{ env "NAME" | default "value" }}',
             )
         default = action.group(2).replace("\\\\", "\\") if action.group(2) is not None else None
         placeholder = f"__dstream_tpl_{len(templates)}__"
-        templates.append(_Template(action.group(1), default, line, column, len(match.group(0)) - len(placeholder)))
-        return placeholder
+        templates.append(_Template(action.group(1), default, line, column, len(source) - len(placeholder)))
+        pieces += [text[done:start], placeholder]
+        done = end
+    return "".join(pieces) + text[done:], templates
 
-    return TEMPLATE.sub(swap, text), templates
+
+HEREDOC_START = re.compile(r"<<-?([A-Za-z_][\w-]*)[ \t]*\r?\n")
+
+
+def _template_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where each {{ ... }} (on one line) starts and ends, skipping #, // and /* */ comments.
+
+    A small HCL scanner: it knows strings (so "http://x" is no comment) and heredocs."""
+    i, n = 0, len(text)
+    in_string = False
+    while i < n:
+        if text.startswith("{{", i):
+            end = text.find("}}", i + 2, _line_end(text, i))
+            if end >= 0:
+                yield i, end + 2
+                i = end + 2
+                continue
+        char = text[i]
+        if in_string:
+            if char == "\\":
+                i += 1
+            elif char in '"\n':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "#" or text.startswith("//", i):
+            i = _line_end(text, i)
+            continue
+        elif text.startswith("/*", i):
+            close = text.find("*/", i + 2)
+            i = n if close < 0 else close + 2
+            continue
+        elif heredoc := HEREDOC_START.match(text, i):
+            yield from _heredoc_spans(text, heredoc.end(), heredoc.group(1))
+            i = _heredoc_end(text, heredoc.end(), heredoc.group(1))
+            continue
+        i += 1
+
+
+def _heredoc_spans(text: str, start: int, marker: str) -> Iterator[tuple[int, int]]:
+    body = text[start:_heredoc_end(text, start, marker)]
+    for match in re.finditer(r"\{\{[^\n]*?\}\}", body):
+        yield start + match.start(), start + match.end()
+
+
+def _heredoc_end(text: str, start: int, marker: str) -> int:
+    """The offset of the heredoc's closing marker line (its content ends there)."""
+    closing = re.compile(rf"^[ \t]*{re.escape(marker)}[ \t]*\r?$", re.M).search(text, start)
+    return closing.start() if closing else len(text)
+
+
+def _line_end(text: str, i: int) -> int:
+    end = text.find("\n", i)
+    return len(text) if end < 0 else end
 
 
 def _parse_document(text: str, file: Path, templates: list[_Template]) -> tuple[dict[str, Any], dict[Path_, int]]:
@@ -159,13 +223,27 @@ def _parse(text: str, file: Path, templates: list[_Template] = ()) -> Any:  # ty
     try:
         return hcl2.parses_to_tree(text)
     except UnexpectedInput as exc:
-        found = getattr(exc, "token", None) or getattr(exc, "char", None)
-        text = str(found).strip().splitlines()[0][:40] if found not in (None, "") and str(found).strip() else ""
-        detail = f"unexpected {text!r}" if text else "unexpected end of file"
         column = _original_column(exc.line, exc.column, templates)
-        raise TaskFileError(f"{file}:{exc.line}:{column}: HCL syntax error: {detail}") from None
-    except Exception as exc:  # python-hcl2 raises assorted types for odd input
-        raise TaskFileError(f"{file}: HCL syntax error: {str(exc).splitlines()[0]}") from None
+        raise TaskFileError(f"{file}:{exc.line}:{column}: HCL syntax error: {_syntax_detail(exc)}", hint=_syntax_hint(exc)) from None
+    except Exception as exc:  # python-hcl2 raises assorted types for odd input; their text may quote a value
+        raise TaskFileError(f"{file}: HCL syntax error ({type(exc).__name__})") from None
+
+
+def _syntax_detail(exc: Any) -> str:
+    """What the parser wanted, in words; never the text it found there (it may be a secret)."""
+    token = getattr(exc, "token", None)
+    if token is not None and getattr(token, "type", "") == "$END":
+        return "unexpected end of file"
+    expected = set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+    if expected & VALUE_START and len(expected) > 3:
+        return "expected a value (a quoted string, a number, a list or a block)"
+    words = sorted({EXPECTED_WORDS[name] for name in expected if name in EXPECTED_WORDS})
+    return f"expected {' or '.join(words[:4])}" if words else "unexpected input"
+
+
+def _syntax_hint(exc: Any) -> str | None:
+    found = str(getattr(exc, "token", None) or getattr(exc, "char", None) or "")
+    return "HCL strings use double quotes" if found.startswith("'") else None
 
 
 def _original_column(line: int, column: int, templates: list[_Template]) -> int:
@@ -241,10 +319,17 @@ def _tasks(doc: dict[str, Any], file: Path, lines: dict[Path_, int]) -> dict[str
         for name, body in block.items():
             if not isinstance(body, dict):
                 raise TaskFileError(f'{file}:{lines.get(("task", name), 0)}: task "{name}" must be a block')
+            check_task_name(name, f'{file}:{lines.get(("task", name), 0)}: ')
             tasks[name] = body
     if not tasks:
         raise TaskFileError(f"{file}: no task block", hint='add task "<name>" { input { ... } output { ... } }')
     return tasks
+
+
+def check_task_name(name: str, where: str = "") -> None:
+    """Task names become file and blob names: no path separators, no '..', nothing hidden."""
+    if not TASK_NAME.fullmatch(name) or ".." in name:
+        raise TaskFileError(f"{where}invalid task name {name[:140]!r}", hint=f"a task name is {TASK_NAME_RULE}")
 
 
 def _select(tasks: dict[str, Any], name: str | None, file: Path) -> str:
@@ -311,7 +396,18 @@ def _backend(doc: dict[str, Any], resolve: _Resolver, file: Path, lines: dict[Pa
         raise TaskFileError(f"{file}:{line}: unknown backend '{kind}'", hint=f"supported: {', '.join(BACKENDS)}")
     settings = resolve.value(settings or {})
     _check_keys(settings, BACKENDS[kind], f'backend "{kind}"', file, lines, ("backend", kind))
+    for key, value in settings.items():
+        wanted = BACKEND_TYPES[key]
+        if not _is_a(value, wanted):
+            where = lines.get(("backend", kind, key), line)
+            raise TaskFileError(f'{file}:{where}: backend "{kind}": {key} must be a {"string" if wanted is str else "whole number"}')
     return BackendSpec(kind, settings, line)
+
+
+def _is_a(value: Any, wanted: type) -> bool:
+    if wanted is int:  # a quoted "30" (e.g. from an env template) counts as a number too
+        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
+    return isinstance(value, wanted)
 
 
 # --- templates -------------------------------------------------------------------
@@ -332,7 +428,9 @@ class _Resolver:
             return [self.value(v) for v in value]
         if isinstance(value, str) and "__dstream_tpl_" in value:
             whole = re.fullmatch(r"\$\{(__dstream_tpl_\d+__)\}", value)
-            return PLACEHOLDER.sub(self._lookup, whole.group(1) if whole else value)
+            if whole:  # an unquoted `key = {{ env "N" }}`: a number or bool when the value is one
+                return _scalar(PLACEHOLDER.sub(self._lookup, whole.group(1)))
+            return PLACEHOLDER.sub(self._lookup, value)
         return value
 
     def _lookup(self, match: re.Match[str]) -> str:
@@ -346,6 +444,15 @@ class _Resolver:
             f"{self.file}:{template.line}: environment variable {template.variable} is not set",
             hint=f'set it, or give a default: {{{{ env "{template.variable}" | default "..." }}}}',
         )
+
+
+def _scalar(text: str) -> Any:
+    """A JSON number, true or false as that type; anything else stays the string it is."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, float, bool)) else text
 
 
 def iter_tasks(file: Path) -> Iterator[str]:
