@@ -131,3 +131,62 @@ def test_redactor_document_masks_short_values_under_secret_keys() -> None:
     """A document field named like a secret is masked whatever its length: state and plans never hold one."""
     doc = Redactor().document({"password": "abc", "pwd": "x", "directory": "abc"})
     assert doc == {"password": SENSITIVE, "pwd": SENSITIVE, "directory": "abc"}
+
+
+# --- gaps: braced ODBC values, cut texts, escaped forms (issue 8, S2) ----------------
+
+
+@pytest.mark.parametrize(
+    ("connection", "secret_parts"),
+    [
+        ("Driver={ODBC Driver 18};Server=db;PWD={hun;ter2-secret};Encrypt=yes", ["hun", "ter2-secret"]),
+        ("Server=db;Password={pa}}ss;word-x};Encrypt=yes", ["pa}}ss", "word-x", "pa}ss"]),
+        ("Server=db;PWD={unterminated;rest-of-secret", ["unterminated", "rest-of-secret"]),
+    ],
+)
+def test_braced_odbc_values_are_masked_past_the_semicolon(connection: str, secret_parts: list[str]) -> None:
+    redactor = Redactor(find_secrets({"server": connection}))
+    for text in (f"login failed for {connection}", connection):
+        masked = redactor.text(text)
+        for part in secret_parts:
+            assert part not in masked, masked
+    assert "Encrypt=yes" in redactor.text(connection) or "unterminated" in connection
+
+
+def test_a_braced_password_is_masked_as_the_driver_reads_it() -> None:
+    redactor = Redactor(find_secrets({"dsn": "Server=db;PWD={a}}b;c-secret}"}))
+    assert "a}b;c-secret" not in redactor.text("driver says: password a}b;c-secret was rejected")
+
+
+def test_snippet_redacts_before_cutting() -> None:
+    secret = "tok-1234567890"
+    redactor = Redactor([secret])
+    line = "x" * 70 + f" token={secret} and more"
+    snippet = redactor.snippet(line, 80)
+    assert len(snippet) <= 80
+    assert "tok-1234" not in snippet and "tok-" not in snippet, snippet
+
+
+def test_snippet_masks_a_trailing_partial_secret() -> None:
+    secret = "tok-1234567890"
+    redactor = Redactor([secret])
+    already_cut = "provider said: tok-123456"  # cut by someone else, inside the secret
+    assert "tok-1234" not in redactor.snippet(already_cut, 80)
+    assert redactor.text(already_cut, cut=True).endswith(SENSITIVE)
+    assert redactor.snippet("nothing secret here", 80) == "nothing secret here"
+
+
+@pytest.mark.parametrize("render", [repr, ascii, lambda s: repr(s.encode("utf-8")), lambda s: str(s.encode("utf-8"))])
+def test_escaped_forms_of_a_non_ascii_secret_are_masked(render: Any) -> None:
+    secret = "pässwörd-ñ-秘密"
+    redactor = Redactor([secret])
+    masked = redactor.text(f"error: {render(secret)}")
+    assert "ss" not in masked.replace("(sensitive)", ""), masked
+
+
+def test_raw_bytes_are_decoded_not_repred() -> None:
+    secret = "pässwörd-ñ"
+    redactor = Redactor([secret])
+    assert secret not in redactor.raw(f"bad line {secret}".encode())
+    assert redactor.raw(b"\xff plain") == "\\xff plain"
+    assert len(redactor.raw(b"y" * 200, 80)) <= 80
