@@ -165,7 +165,7 @@ def replace_change(before: str, after: str) -> dict[str, Any]:
 def test_edited_plan_is_refused_before_touching_anything(task: Path, edited: dict[str, Any]) -> None:
     (task / "victim.txt").write_bytes(b"not ours\n")
     (task / PATH).write_bytes(change(1))
-    harmless = {"action": "create", "resource": {"type": "file", "name": "Orders"}, "before": None,
+    harmless: dict[str, Any] = {"action": "create", "resource": {"type": "file", "name": "Orders"}, "before": None,
                 "after": {"path": "out/Orders_cdc_events.jsonl"}, "replace_paths": []}
     streams = [*STREAMS, {"name": "Orders", "table": "Orders", "schema": "dbo"}]
     result = files(task, envelope("init", streams=streams, changes=[harmless, edited]))
