@@ -212,7 +212,8 @@ def _parse_document(text: str, file: Path, templates: list[_Template]) -> tuple[
     tree = _parse(text, file, templates)
     lines = _index_lines(tree, file)
     doc = _to_dict(tree)
-    parse_cache.store(text, doc, lines)
+    literals = [(node.meta.start_pos, node.meta.end_pos) for node in tree.iter_subtrees() if node.data in ("string", "heredoc_template")]
+    parse_cache.store(text, doc, lines, literals)
     return doc, lines
 
 
@@ -315,7 +316,7 @@ def _check_keys(body: dict[str, Any], allowed: tuple[str, ...], where: str, file
 
 def _tasks(doc: dict[str, Any], file: Path, lines: dict[Path_, int]) -> dict[str, dict[str, Any]]:
     tasks: dict[str, dict[str, Any]] = {}
-    for block in doc.get("task", []):
+    for block in _blocks(doc, "task", file, lines):
         for name, body in block.items():
             if not isinstance(body, dict):
                 raise TaskFileError(f'{file}:{lines.get(("task", name), 0)}: task "{name}" must be a block')
@@ -324,6 +325,14 @@ def _tasks(doc: dict[str, Any], file: Path, lines: dict[Path_, int]) -> dict[str
     if not tasks:
         raise TaskFileError(f"{file}: no task block", hint='add task "<name>" { input { ... } output { ... } }')
     return tasks
+
+
+def _blocks(doc: dict[str, Any], key: str, file: Path, lines: dict[Path_, int]) -> list[dict[str, Any]]:
+    """The labelled top-level blocks named `key`; an attribute of that name is an error, not a crash."""
+    blocks = doc.get(key) or []
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) and all(isinstance(v, dict) for v in b.values()) for b in blocks):
+        raise TaskFileError(f"{file}:{lines.get((key,), 0)}: {key} must be a labelled block", hint=f'{key} "NAME" {{ ... }}')
+    return blocks
 
 
 def check_task_name(name: str, where: str = "") -> None:
@@ -385,7 +394,7 @@ def _check_builtin(name: str, role: str, builtins: dict[str, tuple[str, str, str
 
 
 def _backend(doc: dict[str, Any], resolve: _Resolver, file: Path, lines: dict[Path_, int]) -> BackendSpec:
-    blocks = doc.get("backend") or []
+    blocks = _blocks(doc, "backend", file, lines)
     if not blocks:
         return BackendSpec("local", {})
     if len(blocks) > 1 or len(blocks[0]) > 1:
