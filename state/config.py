@@ -81,6 +81,7 @@ class _Template:
     line: int
     column: int = 0  # where it starts in the original text
     growth: int = 0  # original length minus placeholder length
+    bare: bool = False  # unquoted (`count = {{ env "N" }}`): a number or bool when the value is one
 
 
 # --- loading -------------------------------------------------------------------
@@ -131,7 +132,7 @@ def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
     templates: list[_Template] = []
     pieces: list[str] = []
     done = 0
-    for start, end in _template_spans(text):
+    for start, end, bare in _template_spans(text):
         line = text.count("\n", 0, start) + 1
         column = start - text.rfind("\n", 0, start)
         source = text[start:end]
@@ -143,7 +144,7 @@ def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
             )
         default = action.group(2).replace("\\\\", "\\") if action.group(2) is not None else None
         placeholder = f"__dstream_tpl_{len(templates)}__"
-        templates.append(_Template(action.group(1), default, line, column, len(source) - len(placeholder)))
+        templates.append(_Template(action.group(1), default, line, column, len(source) - len(placeholder), bare))
         pieces += [text[done:start], placeholder]
         done = end
     return "".join(pieces) + text[done:], templates
@@ -152,8 +153,8 @@ def _extract_templates(text: str, file: Path) -> tuple[str, list[_Template]]:
 HEREDOC_START = re.compile(r"<<-?([A-Za-z_][\w-]*)[ \t]*\r?\n")
 
 
-def _template_spans(text: str) -> Iterator[tuple[int, int]]:
-    """Where each {{ ... }} (on one line) starts and ends, skipping #, // and /* */ comments.
+def _template_spans(text: str) -> Iterator[tuple[int, int, bool]]:
+    """Where each {{ ... }} (on one line) starts and ends, and whether it is unquoted; skips #, // and /* */ comments.
 
     A small HCL scanner: it knows strings (so "http://x" is no comment) and heredocs."""
     i, n = 0, len(text)
@@ -162,7 +163,7 @@ def _template_spans(text: str) -> Iterator[tuple[int, int]]:
         if text.startswith("{{", i):
             end = text.find("}}", i + 2, _line_end(text, i))
             if end >= 0:
-                yield i, end + 2
+                yield i, end + 2, not in_string
                 i = end + 2
                 continue
         char = text[i]
@@ -187,10 +188,10 @@ def _template_spans(text: str) -> Iterator[tuple[int, int]]:
         i += 1
 
 
-def _heredoc_spans(text: str, start: int, marker: str) -> Iterator[tuple[int, int]]:
+def _heredoc_spans(text: str, start: int, marker: str) -> Iterator[tuple[int, int, bool]]:
     body = text[start:_heredoc_end(text, start, marker)]
     for match in re.finditer(r"\{\{[^\n]*?\}\}", body):
-        yield start + match.start(), start + match.end()
+        yield start + match.start(), start + match.end(), False
 
 
 def _heredoc_end(text: str, start: int, marker: str) -> int:
@@ -436,14 +437,17 @@ class _Resolver:
         if isinstance(value, list):
             return [self.value(v) for v in value]
         if isinstance(value, str) and "__dstream_tpl_" in value:
-            whole = re.fullmatch(r"\$\{(__dstream_tpl_\d+__)\}", value)
-            if whole:  # an unquoted `key = {{ env "N" }}`: a number or bool when the value is one
-                return _scalar(PLACEHOLDER.sub(self._lookup, whole.group(1)))
+            whole = re.fullmatch(r"(?:\$\{)?__dstream_tpl_(\d+)__\}?", value)
+            if whole:  # a whole value; unquoted (`count = {{ env "N" }}`) it may be a number or bool
+                template = self.templates[int(whole.group(1))]
+                return _scalar(self._value_of(template)) if template.bare else self._value_of(template)
             return PLACEHOLDER.sub(self._lookup, value)
         return value
 
     def _lookup(self, match: re.Match[str]) -> str:
-        template = self.templates[int(match.group(1))]
+        return self._value_of(self.templates[int(match.group(1))])
+
+    def _value_of(self, template: _Template) -> str:
         value = self.env.get(template.variable)
         if value is not None:
             return value

@@ -38,7 +38,7 @@ MAX_ENTRY_BYTES = 4 * 1024 * 1024
 LITERAL = "$literal"  # {"$literal": [start, end]}: a quoted string or heredoc in the text
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.json|\.[0-9a-f]{64}\.json\..+\.tmp")
-TEMPLATE_ONLY = re.compile(r"\$\{__dstream_tpl_\d+__\}")  # an unquoted {{ env }}: no value in the text
+TEMPLATE_ONLY = re.compile(r"(?:\$\{)?__dstream_tpl_\d+__\}?")  # an unquoted {{ env }}: no value in the text
 Lines = dict[tuple[str, ...], int]
 
 

@@ -465,3 +465,55 @@ def test_name_target_loads_from_dstream_hcl(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     path, name = find_task_file("second", None)
     assert load(path, name).name == "second"
+
+
+# --- issue 8: task names, typed backend settings, comments, unquoted templates ---------------
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", ".hidden", "a..b", "", "-dash", "x" * 129, "sp ace"])
+def test_invalid_task_names_are_usage_errors_with_file_and_line(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, "\n" + task_block(name))
+    message = error(path, name)
+    assert message.startswith(f"{path}:2: invalid task name"), message
+
+
+@pytest.mark.parametrize("name", ["demo", "local-demo", "a.b_c-9", "9lives", "x" * 128])
+def test_valid_task_names(tmp_path: Path, name: str) -> None:
+    assert load(write(tmp_path, task_block(name))).name == name
+
+
+@pytest.mark.parametrize(("backend", "key"), [('backend "local" {\n  path = 5\n}\n', "path = 5"), ('backend "local" {\n  path = ["a"]\n}\n', "path = ["),
+                                               ('backend "azureblob" {\n  container = "c"\n  lease_duration = "soon"\n}\n', "lease_duration")])
+def test_backend_settings_of_the_wrong_type_are_usage_errors(tmp_path: Path, backend: str, key: str) -> None:
+    path = write(tmp_path, task_block() + backend)
+    message = error(path)
+    assert message.startswith(f"{path}:{line_of(path, key)}: backend"), message
+    key = key.split()[0]
+    assert key in message
+
+
+@pytest.mark.parametrize("comment", ["# see {{ the docs }}", "// {{ not a template }}", "/* {{ env NOPE }}\n   {{ foo }} */"])
+def test_templates_in_comments_are_ignored(tmp_path: Path, comment: str) -> None:
+    path = write(tmp_path, comment + "\n" + task_block())
+    assert load(path).output.config == {"directory": "out"}
+
+
+def test_a_hash_inside_a_string_is_no_comment(tmp_path: Path) -> None:
+    output = '  output {\n    provider = "files"\n    config {\n      directory = "http://x/#{{ env \\"D\\" }}"\n    }\n  }\n'
+    assert load(write(tmp_path, task_block(output=output)), env={"D": "frag"}).output.config == {"directory": "http://x/#frag"}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5", 5), ("2.5", 2.5), ("true", True), ("false", False), ("007", "007"), ("abc", "abc")])
+def test_an_unquoted_template_gives_a_number_or_bool(tmp_path: Path, value: str, expected: object) -> None:
+    input = '  input {\n    provider = "generator"\n    config {\n      count = {{ env "N" }}\n      label = "{{ env "N" }}"\n    }\n  }\n'
+    config = load(write(tmp_path, task_block(input=input)), env={"N": value}).input.config
+    assert config["count"] == expected and type(config["count"]) is type(expected)
+    assert config["label"] == value, "a quoted template stays a string"
+
+
+def test_a_syntax_error_never_quotes_the_offending_token(tmp_path: Path) -> None:
+    path = write(tmp_path, task_block(output="  output {\n    provider = 'hunter2-secret'\n  }\n"))
+    message = error(path)
+    assert "hunter2" not in message
+    assert re.match(rf"{re.escape(str(path))}:{line_of(path, 'hunter2')}:\d+: HCL syntax error: expected", message), message
+    assert "double quotes" in message
