@@ -98,7 +98,7 @@ def test_local_lifecycle(dstream, example_dir: Path) -> None:
         for raw, (envelope, end) in zip(lines, rows[table], strict=True):  # only its table's rows, in input order
             got = json.loads(raw)
             assert got.pop("stream") == table
-            assert got.pop("position") == {"offset": end}
+            assert got.pop("position")["offset"] == end  # with a crc32 of that line
             assert got == envelope
     assert total == 60
 
@@ -108,7 +108,7 @@ def test_local_lifecycle(dstream, example_dir: Path) -> None:
     for table in TABLES:
         size = out_file(example_dir, table).stat().st_size
         assert re.search(rf'output\.file\["{table}"\]\s+out/{table}_cdc_events\.jsonl\s+present, bytes={size},', result.stdout), result.stdout
-        assert re.search(rf'^{table}\s+\{{"offset": {last_offsets[table]}\}}\s', result.stdout, re.M), result.stdout
+        assert re.search(rf'^{table}\s+\{{"crc32": \d+, "offset": {last_offsets[table]}\}}\s', result.stdout, re.M), result.stdout
 
     report = json.loads(ok(cli("status", "--json", "local.hcl")).stdout)
     assert report["task"] == TASK and report["serial"] == serial and report["lineage"] == lineage
@@ -116,14 +116,14 @@ def test_local_lifecycle(dstream, example_dir: Path) -> None:
     assert [(r["address"], r["id"], r["provider"], r["status"]["status"], r["status"]["bytes"]) for r in report["resources"]] == [
         (f'output.file["{t}"]', f"out/{t}_cdc_events.jsonl", "files", "present", out_file(example_dir, t).stat().st_size) for t in TABLES
     ]
-    assert {s["name"]: s["checkpoint"] for s in report["streams"]} == {t: {"offset": last_offsets[t]} for t in TABLES}
+    assert {s["name"]: s["checkpoint"]["offset"] for s in report["streams"]} == {t: last_offsets[t] for t in TABLES}
     assert all(s["updated_at"] for s in report["streams"])
 
     before = {t: out_file(example_dir, t).read_bytes() for t in TABLES}
     ok(cli("run", "--once", "local.hcl"))
     assert {t: out_file(example_dir, t).read_bytes() for t in TABLES} == before, "a second run must resume after its checkpoints"
     positions = {name: entry["position"] for name, entry in json.loads(checkpoints_file.read_text())["streams"].items()}
-    assert positions == {t: {"offset": last_offsets[t]} for t in TABLES}
+    assert {t: p["offset"] for t, p in positions.items()} == {t: last_offsets[t] for t in TABLES}
 
     result = ok(cli("destroy", "--auto-approve", "local.hcl"))
     assert "Plan: 0 to add, 0 to change, 3 to destroy." in result.stdout
