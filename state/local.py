@@ -220,19 +220,19 @@ class LocalLocker:
         return self._refusal(name)
 
     def _record(self, name: str) -> LockInfo | None:
+        """The lock info in the lock file, or in its anchor when the lock file was replaced or emptied."""
         for path in (self.path(name), self.anchor(name)):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
             except OSError:
-                return None
+                continue
             with os.fdopen(fd, "rb") as handle:
                 text = handle.read(65536)
             try:
-                return LockInfo(**json.loads(text)) if text.strip() else None
+                if text.strip():
+                    return LockInfo(**json.loads(text))
             except (ValueError, TypeError):
-                return None
+                continue
         return None
 
     def watch(self, callback: Callable[[str, str], None]) -> None:

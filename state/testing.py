@@ -13,6 +13,7 @@ suite can report them one by one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -122,9 +123,47 @@ def store_keys_are_independent(make_store: MakeStore) -> None:
     assert "a" in store.where("a") and store.where("a") != store.where("b"), "where(key) must name the key"
 
 
+CAS_WRITERS = 4
+CAS_ROUNDS = 25
+
+
+def store_concurrent_cas(make_store: MakeStore) -> None:
+    """Writers that read the same token and put at once: exactly one wins each round (put is compare-and-swap)."""
+    store = make_store()
+    store.put("k", b"round -1", None)
+    for round_ in range(CAS_ROUNDS):
+        blob = store.get("k")
+        assert blob is not None
+        won = _race_puts(store, blob.token, round_)
+        assert len(won) == 1, f"round {round_}: {len(won)} writers succeeded from the same token (want exactly 1)"
+        final = store.get("k")
+        assert final is not None and final.data == f"round {round_} writer {won[0]}".encode(), "the winner's data must be stored"
+
+
+def _race_puts(store: Store, token: str, round_: int) -> list[int]:
+    """CAS_WRITERS threads put at once, all expecting `token`; the writers whose put succeeded."""
+    start = threading.Barrier(CAS_WRITERS)
+    won: list[int] = []
+
+    def write(writer: int) -> None:
+        start.wait()
+        try:
+            store.put("k", f"round {round_} writer {writer}".encode(), token)
+            won.append(writer)
+        except StateError:
+            pass
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(CAS_WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won
+
+
 STORE_CHECKS: tuple[Callable[[MakeStore], None], ...] = (
     store_get_missing, store_create_only, store_put_with_token, store_stale_token, store_any_overwrites,
-    store_delete_idempotent, store_keys_are_independent,
+    store_delete_idempotent, store_keys_are_independent, store_concurrent_cas,
 )
 
 
