@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from state.backend import ANY, RUN_LOCK, Backend, Blob, LockInfo
+from state.config import check_task_name
 from state.errors import StateError, UsageError
 
 log = logging.getLogger("dstream")
@@ -77,6 +78,7 @@ class AzureBlobBackend:
     """Store and Locker in one: writes must present the leases this object holds."""
 
     def __init__(self, container: Any, prefix: str, task: str, lease_duration: int, where: str):
+        check_task_name(task)  # it becomes part of every blob name
         self.container = container
         self.prefix = prefix
         self.task = task
@@ -243,6 +245,9 @@ class AzureBlobBackend:
 
     def watch(self, callback: Callable[[str, str], None]) -> None:
         self._watchers.append(callback)
+
+    def held_fds(self) -> list[int]:
+        return []  # a lease outlives a killed dstream by itself, until it expires
 
     def _lock_blob(self, name: str) -> str:
         return f"{self.prefix}{self.task}{LOCK_BLOB[name]}"

@@ -444,3 +444,12 @@ def test_local_unreadable_state_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "demo.state.json").mkdir()  # a directory where the file should be
     with pytest.raises(StateError, match="cannot read"):
         LocalStore(tmp_path, "demo").get(STATE_KEY)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ""])
+def test_blob_names_refuse_unsafe_task_names(name: str) -> None:
+    from state.azure_blob import AzureBlobBackend
+    from state.errors import UsageError
+
+    with pytest.raises(UsageError, match="invalid task name"):
+        AzureBlobBackend(None, "prefix/", name, 60, "https://acct/c")
