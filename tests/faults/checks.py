@@ -32,6 +32,10 @@ class Report:
     def ok(self) -> bool:
         return not (self.duplicates or self.lost or self.unexpected or self.order_violations or self.problems)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The counts as plain JSON types (dataclasses.asdict would turn the Counter inside out)."""
+        return {**{k: v for k, v in vars(self).items() if k != "kills"}, "kills": dict(self.kills), "ok": self.ok}
+
     def summary(self) -> str:
         kills = ", ".join(f"{k} {v}" for k, v in sorted(self.kills.items())) or "none"
         lines = [f"seed {self.seed}: {self.runs} runs, {sum(self.kills.values())} kills ({kills})",
