@@ -8,6 +8,8 @@ then R timed rounds; the median of each counts:
   version   python dist/dstream.pyz version                  target <= 0.3 s
   validate  python dist/dstream.pyz validate local.hcl       target <= 0.6 s
             (run in a temp copy of examples/; starts both providers)
+  validate_nocache  the same with the parse cache off (DSTREAM_CACHE_DIR=""); the report's
+            cache_ratio = validate / validate_nocache says what the cache saves
 
 SHIV_ROOT points under dist/, so the zipapp's extraction is warm after the
 first run and what is measured is a user's second and later invocation.
@@ -85,18 +87,20 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
         pyz_copy, build_id = snapshot_pyz(pyz, tmp)
         examples = tmp / "examples"
         shutil.copytree(ROOT / "examples", examples, ignore=shutil.ignore_patterns(".dstream", "out", "bench-out", "__pycache__"))
+        cached = {**env, "DSTREAM_CACHE_DIR": str(tmp / "cache")}
         commands = {
-            "floor": ([python, "-c", "pass"], ""),
-            "version": ([python, str(pyz_copy), "version"], "dstream "),
-            "validate": ([python, str(pyz_copy), "validate", "local.hcl"], "is valid"),
+            "floor": ([python, "-c", "pass"], "", env),
+            "version": ([python, str(pyz_copy), "version"], "dstream ", env),
+            "validate": ([python, str(pyz_copy), "validate", "local.hcl"], "is valid", cached),
+            "validate_nocache": ([python, str(pyz_copy), "validate", "local.hcl"], "is valid", {**env, "DSTREAM_CACHE_DIR": ""}),
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         names = list(commands)
         for rnd in range(WARMUP + args.repeat):
             shift = rnd % len(names)
             for name in names[shift:] + names[:shift]:
-                argv, expect = commands[name]
-                wall = timed(argv, examples, env, name, expect)
+                argv, expect, command_env = commands[name]
+                wall = timed(argv, examples, command_env, name, expect)
                 if rnd >= WARMUP:
                     times[name].append(wall)
     finally:
@@ -127,6 +131,7 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
         "warmup": WARMUP,
         "commands": results,
         "ok": ok,
+        "cache_ratio": round(statistics.median(times["validate"]) / statistics.median(times["validate_nocache"]), 3),
         "pyz": {"path": str(pyz), "build_id": build_id},
         "machine": {"cpus": os.cpu_count(), "python": version, "loadavg_1m_before": round(load_before, 2),
                     "loadavg_1m_after": round(os.getloadavg()[0], 2)},
@@ -136,11 +141,12 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
 def print_table(r: dict) -> None:
     m = r["machine"]
     print(f"startup: median of {r['repeat']} runs after {r['warmup']} warm-up rounds ({m['cpus']} CPUs, Python {m['python']})")
-    print(f"{'':<10}{'median s':>10}{'min s':>9}{'max s':>9}{'x floor':>9}{'target':>9}  verdict")
+    print(f"{'':<17}{'median s':>10}{'min s':>9}{'max s':>9}{'x floor':>9}{'target':>9}  verdict")
     for name, c in r["commands"].items():
         target = f"<= {c['target_s']}" if "target_s" in c else ""
         verdict = "" if "ok" not in c else "ok" if c["ok"] else "MISSED"
-        print(f"{name:<10}{c['median_s']:>10.3f}{c['min_s']:>9.3f}{c['max_s']:>9.3f}{c['vs_floor']:>9.2f}{target:>9}  {verdict}")
+        print(f"{name:<17}{c['median_s']:>10.3f}{c['min_s']:>9.3f}{c['max_s']:>9.3f}{c['vs_floor']:>9.2f}{target:>9}  {verdict}")
+    print(f"parse cache: validate takes {r['cache_ratio']:.2f}x the time of validate without it")
 
 
 if __name__ == "__main__":
