@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -190,3 +191,10 @@ def test_raw_bytes_are_decoded_not_repred() -> None:
     assert secret not in redactor.raw(f"bad line {secret}".encode())
     assert redactor.raw(b"\xff plain") == "\\xff plain"
     assert len(redactor.raw(b"y" * 200, 80)) <= 80
+
+
+def test_a_credential_inside_a_json_document_does_not_swallow_the_rest() -> None:
+    redactor = Redactor(["Pa55+w0rd/Zq9xK"])
+    document = '{\n  "note": "PWD=Pa55+w0rd/Zq9xK",\n  "kept": "yes",\n  "odbc": "PWD={unterminated"\n}'
+    masked = redactor.text(document)
+    assert json.loads(masked) == {"note": "PWD=(sensitive)", "kept": "yes", "odbc": "PWD=(sensitive)"}, masked
