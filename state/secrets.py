@@ -16,9 +16,9 @@ from typing import Any
 SENSITIVE = "(sensitive)"
 SECRET_KEY = re.compile(r"password|passwd|pwd|secret|token|key|connection_?string|sas|credential", re.I)
 # An ODBC value may be braced, `PWD={a;b}}c}` (`}}` escapes `}`), and then runs past `;`; an
-# unterminated brace runs to the end of the line. A plain value ends at `;`, a line end or a `"`
-# (so a credential inside a JSON document does not swallow the rest of the document).
-CREDENTIAL = re.compile(r"(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|PWD|sig|ClientSecret)\s*=\s*(\{(?:[^}\n]|\}\})*(?:\}|$)|[^;\r\n\"]+)", re.I | re.M)
+# unterminated one ends at a line end or a `"`, a plain value at `;`, a line end or a `"` (so a
+# credential inside a JSON document does not swallow the rest of the document).
+CREDENTIAL = re.compile(r"(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|PWD|sig|ClientSecret)\s*=\s*(\{(?:[^}\n]|\}\})*\}|\{[^\r\n\"]*|[^;\r\n\"]+)", re.I)
 MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 CUT = "..."
 
