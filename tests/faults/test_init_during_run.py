@@ -40,4 +40,5 @@ def test_init_while_run_streams_is_refused_and_loses_nothing(pyz: Path, tmp_path
     print(report.summary())
     assert report.written > 0 and report.ok, report.summary()
     assert run_code == 0, f"run exit {run_code}"
-    assert init_code == 4 and "task is already running" in init_text, init_text
+    assert init_code == 4, init_text
+    assert init_text.strip().splitlines()[-1].startswith("Error: task is already running"), init_text
