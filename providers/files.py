@@ -219,6 +219,8 @@ def remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise p.ProviderFailure(f"cannot delete {path}: {exc.strerror or exc}") from None
 
 
 def destroy(ctx: p.Context) -> None:
@@ -233,6 +235,8 @@ def status(ctx: p.Context) -> None:
             state = {"status": "present", "bytes": info.st_size, "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.st_mtime))}
         except FileNotFoundError:
             state = {"status": "missing"}
+        except OSError as exc:
+            state = {"status": "unreadable", "error": exc.strerror or str(exc)}
         ctx.send(p.status_message(resource(key, attrs), state))
 
 

@@ -200,3 +200,9 @@ def test_replace_moves_to_the_new_file(task: Path) -> None:
     result = files(task, envelope("init", {"directory": "new"}))
     assert result.returncode == 0, result.stderr
     assert not (task / PATH).exists() and (task / "new/Persons_cdc_events.jsonl").is_file()
+
+
+def test_a_file_that_cannot_be_deleted_is_one_error(task: Path) -> None:
+    (task / PATH).unlink()
+    (task / PATH).mkdir()  # os.remove: EISDIR
+    one_error(files(task, envelope("destroy")), f"cannot delete {PATH}")
