@@ -1,7 +1,9 @@
 """Desired vs actual vs state: the pure diff every Python provider shares.
 
 Resources are keyed by (type, name). `actual` is None when the caller did not
-refresh (plan --no-refresh): the state is then taken as the truth.
+refresh (plan --no-refresh): the state is then taken as the truth. `normalise`
+says which keys are the same resource (exact by default, as file paths on
+Linux; a provider whose names ignore case folds them).
 Standard library only; returns plain dicts in the protocol's change shape.
 """
 
@@ -14,10 +16,19 @@ from typing import Any
 Key = tuple[str, str]
 Attrs = dict[str, Any]
 Equal = Callable[[str, Any, Any], bool]
+Normalise = Callable[[Key], Key]
 
 
 def plain_equal(attr: str, a: Any, b: Any) -> bool:
     return bool(a == b)
+
+
+def exact(key: Key) -> Key:
+    return key
+
+
+class SameKey(ValueError):
+    """Two keys of one mapping normalise to the same resource."""
 
 
 @dataclass
@@ -36,8 +47,12 @@ def diff_resources(
     actual: Mapping[Key, Attrs] | None,
     immutable: frozenset[str] = frozenset(),
     equal: Equal = plain_equal,
+    normalise: Normalise = exact,
 ) -> Diff:
     """Plan changes so that live == desired, touching only what state owns.
+
+    Keys are matched after `normalise`; changes and drift name a resource by its
+    key in state when it has one (that is what state owns), else by the desired key.
 
     - desired, not in state, not live: create
     - desired, not in state, live: unmanaged (the provider refuses or adopts)
@@ -46,10 +61,12 @@ def diff_resources(
       immutable attribute differs; drift when live differs from state
     - not desired, in state: delete (or only drift when already gone live)
     """
-    live = dict(state) if actual is None else dict(actual)
+    wanted, owned = _index(desired, normalise), _index(state, normalise)
+    live = owned if actual is None else _index(actual, normalise)
     result = Diff()
-    for key in sorted(set(desired) | set(state)):
-        want, known, have = desired.get(key), state.get(key), live.get(key)
+    for same in sorted(set(wanted) | set(owned)):
+        key = (owned.get(same) or wanted[same])[0]
+        want, known, have = _attrs(wanted, same), _attrs(owned, same), _attrs(live, same)
         if known is not None and have is None:
             result.drift.append(_drift(key, known, None))
         elif known is not None and have is not None and _differs(known, have, equal):
@@ -71,6 +88,22 @@ def diff_resources(
         action = "replace" if forcing else "update"
         result.changes.append(_change(action, key, have, want, forcing))
     return result
+
+
+def _index(resources: Mapping[Key, Attrs], normalise: Normalise) -> dict[Key, tuple[Key, Attrs]]:
+    """normalised key -> (the caller's key, attributes); two keys for one resource are refused."""
+    index: dict[Key, tuple[Key, Attrs]] = {}
+    for key, attrs in resources.items():
+        same = normalise(key)
+        if same in index:
+            raise SameKey(f"{index[same][0][0]} {index[same][0][1]!r} and {key[1]!r} are the same resource")
+        index[same] = (key, attrs)
+    return index
+
+
+def _attrs(index: dict[Key, tuple[Key, Attrs]], same: Key) -> Attrs | None:
+    found = index.get(same)
+    return None if found is None else found[1]
 
 
 def _changed_attrs(before: Attrs, after: Attrs, equal: Equal) -> list[str]:

@@ -246,11 +246,11 @@ class Delivery:
         self.ctx = ctx
         self.config = ctx.config
         known = in_state(ctx)
-        self.queues = {key[1]: str(attrs["queue"]) for key, attrs in known.items()}
+        self.queues = {settings.fold(key[1]): str(attrs["queue"]) for key, attrs in known.items()}  # by folded stream name
         self.tier = recorded_tier(known)
         self.streams = {str(s.get("name")): s for s in ctx.envelope.streams}
         if not self.queues and ctx.envelope.streams and not ctx.envelope.resources:  # standalone use without dstream's state
-            self.queues = settings.queue_names(self.config, list(ctx.envelope.streams))
+            self.queues = {settings.fold(s): q for s, q in settings.queue_names(self.config, list(ctx.envelope.streams)).items()}
         self.mode = settings.session_mode(self.config)
         tier_limit = settings.TIER_BATCH_BYTES[self.tier]
         wanted = int(self.config["max_batch_bytes"] or 0)
@@ -272,7 +272,7 @@ class Delivery:
     def worker(self, stream: str) -> Worker:
         worker = self.workers.get(stream)
         if worker is None:
-            worker = Worker(stream, self.queues[stream], self.connect, self.limit, self.acker, float(self.config["send_timeout"]), self.ctx.log)
+            worker = Worker(stream, self.queues[settings.fold(stream)], self.connect, self.limit, self.acker, float(self.config["send_timeout"]), self.ctx.log)
             worker.start()
             self.workers[stream] = worker
         return worker
@@ -296,7 +296,7 @@ class Delivery:
             else:  # nothing of this stream is in flight
                 self.acker.ack(stream, position)
             return
-        if stream not in self.queues:
+        if settings.fold(stream) not in self.queues:
             self.create_on_demand(stream, envelope, lineno)
         change = messages.build(raw, lineno, stream, position, envelope, self.mode, self.keys(stream) if self.mode == "primary_key" else None)
         self.worker(stream).put(change)
@@ -308,27 +308,27 @@ class Delivery:
         metadata = envelope.get("metadata") or {}
         info = self.streams.get(stream) or {"name": stream, "table": metadata.get("TableName") or stream, "schema": metadata.get("Schema") or ""}
         name = settings.queue_name(self.config["queue_name"], info)
-        taken = {q.lower(): s for s, q in self.queues.items()}
-        if name.lower() in taken:
-            raise p.ProviderFailure(f"stream {stream!r} would share queue {name!r} with stream {taken[name.lower()]!r}", key="queue_name")
+        taken = {settings.fold(q): q for q in self.queues.values()}
+        if settings.fold(name) in taken:
+            raise p.ProviderFailure(f"stream {stream!r} would share queue {taken[settings.fold(name)]!r} with another stream (queue names are case-insensitive)",
+                                    key="queue_name")
         if self.mgmt is None:
             self.mgmt = Management(self.config)
             self.tier = self.mgmt.tier()
             self.live = self.mgmt.queues()
         attrs = settings.attributes(self.config, name, self.tier)
-        existing = (self.live or {}).get(name.lower())
+        existing = (self.live or {}).get(settings.fold(name))
         if existing is not None and not self.config["adopt_existing"]:
             raise p.ProviderFailure(f"queue {name} exists but is not managed by this task (stream {stream!r}, input line {lineno})",
                                     hint="set adopt_existing = true to take it over", key="adopt_existing")
         if existing is not None:
-            attrs = settings.from_arm(existing, self.tier)
-            arm = existing.get("id") or self.mgmt.arm_id(name)
+            attrs, arm = settings.from_arm(existing, self.tier, name), self.mgmt.arm_id(name)  # the configured spelling, not the listed one
         else:
             created = self.mgmt.put(name, attrs)
-            attrs, arm = settings.from_arm(created, self.tier), created.get("id") or self.mgmt.arm_id(name)
+            attrs, arm = settings.from_arm(created, self.tier, name), created.get("id") or self.mgmt.arm_id(name)
         self.acker.send(p.resource_message("created", resource(arm, (settings.RESOURCE, stream), attrs)))
         self.ctx.log(f"created queue {name} on demand for stream {stream}")
-        self.queues[stream] = name
+        self.queues[settings.fold(stream)] = name
 
     def finish(self) -> None:
         """Every worker sends what it holds and acknowledges it; then the first failure, if any, is raised."""

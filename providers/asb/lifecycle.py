@@ -4,6 +4,9 @@ Resources are queues: {"type": "queue", "name": <stream>, "id": <ARM id>,
 "attributes": {queue, properties..., tier}}. A plan reads the namespace once and
 lists its queues once (paged), then diffs desired x state x live. init applies
 with bounded parallelism and reports each queue the moment it exists.
+Names are matched ignoring case (settings.fold): Resource Manager lists
+`Orders_cdc_events` as `orders_cdc_events`; state and plans keep the spelling
+that was configured.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from providers import protocol as p
 from providers.asb import settings
 from providers.asb.management import Management
-from providers.diff import Diff, Key, diff_resources
+from providers.diff import Diff, Key, SameKey, diff_resources
 
 REPLACE_REASON = "replacing deletes the queue: every message in it is lost"
 
@@ -51,26 +54,34 @@ class Planner:
         self.mgmt: Management | None = Management(ctx.config) if ctx.envelope.refresh else None
         self.tier = self.mgmt.tier() if self.mgmt else recorded_tier(self.known)
         self.wanted = desired(ctx, self.tier)
-        self.live_by_name = self.mgmt.queues() if self.mgmt else None
+        self.live = self.find_live(self.mgmt.queues()) if self.mgmt else None
 
-    def live(self) -> dict[Key, dict[str, Any]] | None:
-        if self.live_by_name is None:
-            return None
+    def find_live(self, listed: dict[str, dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+        """The live queue of each resource, found by folded name, under the spelling in state (else the configured one)."""
+        names = {settings.resource_key(k): (k, str(a["queue"])) for k, a in self.wanted.items()}
+        names.update({settings.resource_key(k): (k, str(a.get("queue"))) for k, a in self.known.items()})
         found: dict[Key, dict[str, Any]] = {}
-        for key in set(self.wanted) | set(self.known):
-            name = (self.known.get(key) or self.wanted[key])["queue"]
-            queue = self.live_by_name.get(str(name).lower())
+        for key, name in names.values():
+            queue = listed.get(settings.fold(name))
             if queue is not None:
-                found[key] = settings.from_arm(queue, self.tier)
+                found[key] = settings.from_arm(queue, self.tier, name)
         return found
 
+    def wants(self, key: Key) -> bool:
+        return settings.resource_key(key) in {settings.resource_key(k) for k in self.wanted}
+
     def diff(self) -> Diff:
-        diff = diff_resources(self.wanted, self.known, self.live(), immutable=settings.IMMUTABLE, equal=settings.equal)
+        try:
+            diff = diff_resources(self.wanted, self.known, self.live, immutable=settings.IMMUTABLE, equal=settings.equal,
+                                  normalise=settings.resource_key)
+        except SameKey as exc:
+            raise p.ProviderFailure(f"the state holds two queues for one stream: {exc} (stream names are case-insensitive)",
+                                    hint="remove one with dstream state push after editing a state pull") from None
         if diff.unmanaged and not self.ctx.config["adopt_existing"]:
             names = ", ".join(self.wanted[k]["queue"] for k in diff.unmanaged)
             raise p.ProviderFailure(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
                                     hint="delete or rename them, or set adopt_existing = true to take them over", key="adopt_existing")
-        live = self.live() or {}
+        live = self.live or {}
         for key in diff.unmanaged:  # adopted as they are: recorded in state, not modified
             diff.changes.append({"action": "adopt", "resource": {"type": key[0], "name": key[1]}, "before": None, "after": live[key], "replace_paths": []})
         for change in diff.changes:
@@ -111,7 +122,7 @@ def init(ctx: p.Context) -> None:
             diff = planner.diff()
             for drift in diff.drift:  # deleted outside dstream and no longer wanted: forget it
                 key = (drift["resource"]["type"], drift["resource"]["name"])
-                if drift["after"] is None and key not in planner.wanted:
+                if drift["after"] is None and not planner.wants(key):
                     ctx.send(p.resource_message("deleted", resource(arm_id(ctx.config, drift["before"]["queue"]), key, drift["before"])))
             changes = diff.changes if ctx.envelope.changes is None else list(ctx.envelope.changes)
             mgmt = planner.mgmt or Management(ctx.config)
@@ -175,7 +186,7 @@ class Applier:
                 self.ctx.log(f"deleted queue {before['queue']}")
             if action in ("create", "replace", "update") and after:
                 live = self.mgmt.put(after["queue"], after)
-                attrs = settings.from_arm(live, after.get("tier", "Standard")) if live.get("properties") else after
+                attrs = settings.from_arm(live, after.get("tier", "Standard"), after["queue"]) if live.get("properties") else after
                 done.append(("created" if action != "update" else "updated", resource(live.get("id") or self.mgmt.arm_id(after["queue"]), key, attrs)))
                 self.ctx.log(f"{action}d queue {after['queue']}")
             if action == "adopt" and after:
@@ -214,7 +225,7 @@ def status(ctx: p.Context) -> None:
     finally:
         mgmt.close()
     for key, attrs in sorted(known.items()):
-        queue = live.get(str(attrs.get("queue")).lower())
+        queue = live.get(settings.fold(str(attrs.get("queue"))))
         res = resource(arm_id(ctx.config, attrs.get("queue", "")), key, attrs)
         if queue is None:
             ctx.send(p.status_message(res, {"status": "missing"}))

@@ -70,9 +70,9 @@ class Management:
         return next((t for t in settings.TIERS if t.lower() == name.lower()), "Standard")
 
     def queues(self) -> dict[str, dict[str, Any]]:
-        """Every queue of the namespace, keyed by lower-case name, as REST JSON: one paged list."""
+        """Every queue of the namespace, keyed by folded name, as REST JSON: one paged list (its names are lower-cased)."""
         def fetch() -> dict[str, dict[str, Any]]:
-            return {str(q.name).lower(): rest(q) for q in self.client.queues.list_by_namespace(self.rg, self.ns)}
+            return {settings.fold(str(q.name)): rest(q) for q in self.client.queues.list_by_namespace(self.rg, self.ns)}
 
         return self.call(f"listing the queues of {self.ns}", fetch)
 

@@ -53,6 +53,7 @@ QUEUE_KEYS: dict[str, tuple[str, str, Any, bool]] = {
 DURATION_KEYS = frozenset(k for k, v in QUEUE_KEYS.items() if v[1] == "duration")
 IMMUTABLE = frozenset({"queue"} | {k for k, v in QUEUE_KEYS.items() if v[3]})
 INFORMATIONAL = frozenset({"tier"})  # recorded, never a reason to change anything
+NAMES = frozenset({"queue"})  # entity names: Service Bus ignores their case
 BASIC_DEFAULT_TTL = "P14D"
 
 _ISO = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$", re.I)
@@ -104,9 +105,11 @@ def to_arm_duration(value: Any) -> str:
 
 
 def equal(attr: str, a: Any, b: Any) -> bool:
-    """The diff's equality: durations as values (the infinite TTL quirk), the tier never differs."""
+    """The diff's equality: durations as values (the infinite TTL quirk), names ignoring case, the tier never differs."""
     if attr in INFORMATIONAL:
         return True
+    if attr in NAMES and isinstance(a, str) and isinstance(b, str):
+        return fold(a) == fold(b)
     if attr in DURATION_KEYS and a is not None and b is not None:
         try:
             x, y = seconds(a), seconds(b)
@@ -183,6 +186,17 @@ def check_tier(tier: str, block: Mapping[str, Any], session_mode: str) -> None:
 # --- names and desired queues --------------------------------------------------------------
 
 
+def fold(name: str) -> str:
+    """The form names are compared in. Service Bus names ignore case, and Resource Manager
+    lists them lower-cased whatever their spelling at creation; streams follow their queues."""
+    return name.lower()
+
+
+def resource_key(key: tuple[str, str]) -> tuple[str, str]:
+    """The diff's key normaliser: a resource's (type, stream) matched ignoring case."""
+    return key[0], fold(key[1])
+
+
 def queue_name(template: str, stream: Mapping[str, Any]) -> str:
     name = str(stream.get("name", ""))
     values = {"table": stream.get("table") or name, "schema": stream.get("schema") or "", "stream": name}
@@ -198,17 +212,20 @@ def queue_name(template: str, stream: Mapping[str, Any]) -> str:
 
 
 def queue_names(config: Mapping[str, Any], streams: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> dict[str, str]:
-    """stream -> queue, refusing two streams on one queue (Service Bus names ignore case)."""
+    """stream -> queue, refusing two streams on one queue, or two streams whose names differ only in case (names ignore case)."""
     result: dict[str, str] = {}
-    seen: dict[str, str] = {}
+    queues: dict[str, str] = {}
+    names: dict[str, str] = {}
     for stream in streams:
+        name = str(stream["name"])
         queue = queue_name(config["queue_name"], stream)
-        other = seen.get(queue.lower())
-        if other is not None:
-            raise p.ProviderFailure(f"streams {other!r} and {stream['name']!r} both map to queue {queue!r} (queue names are case-insensitive)",
+        if fold(queue) in queues:
+            raise p.ProviderFailure(f"streams {queues[fold(queue)]!r} and {name!r} both map to queue {queue!r} (queue names are case-insensitive)",
                                     hint="make queue_name tell them apart, e.g. {schema}_{table}_cdc_events", key="queue_name")
-        seen[queue.lower()] = stream["name"]
-        result[stream["name"]] = queue
+        if fold(name) in names:
+            raise p.ProviderFailure(f"streams {names[fold(name)]!r} and {name!r} differ only in case, which asb-queues cannot tell apart (names are case-insensitive)")
+        queues[fold(queue)] = names[fold(name)] = name
+        result[name] = queue
     return result
 
 
@@ -250,10 +267,12 @@ def arm_properties(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return props
 
 
-def from_arm(queue: Mapping[str, Any], tier: str) -> dict[str, Any]:
-    """A live ARM queue (REST JSON) -> attributes, read-only fields left out."""
+def from_arm(queue: Mapping[str, Any], tier: str, name: str | None = None) -> dict[str, Any]:
+    """A live ARM queue (REST JSON) -> attributes, read-only fields left out. `name`: the spelling
+    configured or in state, kept over the lower-cased one Resource Manager lists."""
     props = queue.get("properties") or {}
-    attrs: dict[str, Any] = {"queue": queue.get("name")}
+    listed = str(queue.get("name"))
+    attrs: dict[str, Any] = {"queue": name if name is not None and fold(name) == fold(listed) else listed}
     for key, (arm, kind, default, _) in QUEUE_KEYS.items():
         value = props.get(arm, default)
         attrs[key] = canonical(value) if kind == "duration" and value is not None else value

@@ -104,8 +104,8 @@ def test_existing_queue_is_refused_unless_adopted(provider: Provider, peers: Azu
     adopted = provider("plan", peers.config(adopt_existing=True), streams("Persons"))
     assert actions(adopted) == {"Persons": "adopt"}
     init = provider("init", peers.config(adopt_existing=True), streams("Persons"))
-    assert init.code == 0 and init.resources()[0]["resource"]["attributes"]["queue"] == "persons_CDC_events"
-    assert set(peers.queues()) == {"persons_CDC_events"}
+    assert init.code == 0 and init.resources()[0]["resource"]["attributes"]["queue"] == "Persons_cdc_events"  # the configured spelling
+    assert set(peers.queues()) == {"persons_CDC_events"}  # untouched
 
 
 def test_basic_tier_limits_checked_up_front(tmp_path: Any) -> None:

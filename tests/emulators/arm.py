@@ -9,6 +9,13 @@ Run as a process:
 - Namespaces: GET (with sku), seeded from the command line; PUT creates one.
 - Queues: PUT (create or update, always 200), GET, DELETE (200, 204 when absent),
   GET list paged with nextLink ($skiptoken), page size --page-size.
+- Queue names are case-insensitive: PUT, GET and DELETE find a queue whatever
+  the casing of the URL, and PUT and GET echo the URL's casing in `name` and `id`;
+  the list answers every name (and id) lower-cased, as Resource Manager does
+  (azure-rest-api-specs, specification/servicebus/resource-manager/Microsoft.ServiceBus/
+  stable/2021-11-01/examples/Queues/: SBQueueCreate.json and SBQueueGet.json show
+  `sdk-Queues-5647`, SBQueueListByNameSpace.json lists it as `sdk-queues-5647`).
+  `--list-case preserve` lists the casing of the first PUT instead.
 - ARM's rules: name rules (400), immutable properties (requiresSession,
   requiresDuplicateDetection, enablePartitioning: 400 code 40000), Basic-tier
   restrictions (400), value ranges; durations normalised the way Azure does
@@ -16,8 +23,9 @@ Run as a process:
 - The model is written to DIR/model.json after every change; the AMQP peer reads
   it. Message counts in queue GETs come from the AMQP peer's DIR/stats.json.
 - Test hooks (no auth needed, never used by the product):
-  GET  /_peer/stats              {"requests": n, "by_kind": {...}}
-  POST /_peer/reset              zero the counters
+  GET  /_peer/stats              {"requests": n, "by_kind": {...}, "log": ["PUT Orders_cdc_events", ...]}
+                                 (log: queue PUTs and DELETEs with the URL's queue name)
+  POST /_peer/reset              zero the counters, empty the log
   POST /_peer/faults {"throttle": N, "retry_after": S, "max_queues": Q, "fail_status": [..]}
        throttle: the next N ARM requests get 429 + Retry-After: S;
        max_queues: creating a queue beyond Q queues in a namespace → 400 QuotaExceeded.
@@ -34,6 +42,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -72,16 +81,21 @@ def iso(seconds: float) -> str:
 class Store:
     """Namespaces and queues, persisted to model.json for the AMQP peer."""
 
-    def __init__(self, directory: Path, page_size: int):
+    def __init__(self, directory: Path, page_size: int, list_case: str = "lower"):
         self.path = directory / "model.json"
         self.stats_path = directory / "stats.json"
         self.page_size = page_size
+        self.list_case = list_case
         self.lock = threading.Lock()
         self.model = model.load(self.path)
         self.model.setdefault("namespaces", {})
         self.scopes: dict[str, tuple[str, str]] = {}  # namespace -> (subscription, resource group)
         self.requests: collections.Counter[str] = collections.Counter()
+        self.log: list[str] = []  # queue writes and deletes, as "METHOD name"
         self.faults: dict[str, Any] = {}
+
+    def listed(self, name: str) -> str:
+        return name.lower() if self.list_case == "lower" else name
 
     def save(self) -> None:
         model.save(self.path, self.model)
@@ -100,7 +114,7 @@ class Store:
 
 
 def queue_json(sub: str, rg: str, ns: str, name: str, props: dict[str, Any], ns_obj: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
-    full = dict(props)
+    full = {k: v for k, v in props.items() if k != model.INCARNATION}
     full["countDetails"] = counts
     full["messageCount"] = counts["activeMessageCount"] + counts["deadLetterMessageCount"]
     full["sizeInBytes"] = 0
@@ -157,8 +171,10 @@ def validate(name: str, body: Any, tier: str, existing: dict[str, Any] | None) -
             if bool(existing.get(key)) != bool(props[key]):
                 raise ArmError(400, "BadRequest", f"SubCode=40000. The value for the {key} property of an existing Queue cannot be changed.")
         props["createdAt"] = existing.get("createdAt", now)
+        props[model.INCARNATION] = existing.get(model.INCARNATION) or uuid.uuid4().hex
     else:
         props["createdAt"] = now
+        props[model.INCARNATION] = uuid.uuid4().hex  # a queue deleted and made again is a new, empty queue
     props["updatedAt"] = now
     return props
 
@@ -266,17 +282,19 @@ class Handler(BaseHTTPRequestHandler):
                 start = int(query.get("$skiptoken") or query.get("$skip") or 0)
                 size = min(int(query.get("$top") or store.page_size), store.page_size)
                 page = names[start:start + size]
-                result: dict[str, Any] = {"value": [queue_json(sub, rg, obj["name"], n, entries[n], obj, store.counts(n)) for n in page]}
+                result: dict[str, Any] = {"value": [queue_json(sub, rg, obj["name"], store.listed(n), entries[n], obj, store.counts(n)) for n in page]}
                 if start + size < len(names):
                     base = f"https://{self.headers.get('Host')}{urllib.parse.urlsplit(self.path).path}"
                     result["nextLink"] = f"{base}?api-version={API_VERSION}&$skiptoken={start + size}"
                 self.reply(200, result)
                 return
             found = model.find_queue(obj, queue)
+            if method in ("PUT", "DELETE"):
+                store.log.append(f"{method} {queue}")
             if method == "GET":
                 if found is None:
                     raise ArmError(404, "MessagingEntityNotFound", f"Entity '{ns}:Queue:{queue}' was not found.")
-                self.reply(200, queue_json(sub, rg, obj["name"], found[0], found[1], obj, store.counts(found[0])))
+                self.reply(200, queue_json(sub, rg, obj["name"], queue, found[1], obj, store.counts(found[0])))
             elif method == "DELETE":
                 if found is None:
                     self.reply(204)
@@ -292,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
                 name = found[0] if found else queue
                 entries[name] = props
                 store.save()
-                self.reply(200, queue_json(sub, rg, obj["name"], name, props, obj, store.counts(name)))
+                self.reply(200, queue_json(sub, rg, obj["name"], queue, props, obj, store.counts(name)))
             else:
                 raise ArmError(405, "MethodNotAllowed", f"{method} is not supported on queues")
 
@@ -301,9 +319,10 @@ class Handler(BaseHTTPRequestHandler):
         body = self.body() if method == "POST" else None
         with store.lock:
             if path == "/_peer/stats":
-                self.reply(200, {"requests": store.requests["total"], "by_kind": dict(store.requests)})
+                self.reply(200, {"requests": store.requests["total"], "by_kind": dict(store.requests), "log": list(store.log)})
             elif path == "/_peer/reset" and method == "POST":
                 store.requests.clear()
+                store.log.clear()
                 self.reply(200, {})
             elif path == "/_peer/faults" and method == "POST":
                 store.faults = dict(body or {})
@@ -320,9 +339,10 @@ def main() -> int:
     parser.add_argument("--key", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--list-case", choices=("lower", "preserve"), default="lower", help="casing of names in queue lists (Azure: lower)")
     parser.add_argument("--namespace", action="append", default=[], help="sub/rg/name=Tier (Basic, Standard, Premium)")
     args = parser.parse_args()
-    store = Store(args.dir, args.page_size)
+    store = Store(args.dir, args.page_size, args.list_case)
     for spec in args.namespace:
         scope, _, tier = spec.partition("=")
         sub, rg, name = scope.split("/")

@@ -10,7 +10,8 @@ What it does, as azure-servicebus 7.15 needs it (see shared/reference/local-peer
   accepted or rejected. Oversized transfers are rejected (message-size-exceeded).
 - Duplicate detection per queue (message_id seen within the window → dropped),
   as configured in the shared model file the ARM peer writes (DIR/model.json).
-  Unknown queues are refused at attach with amqp:not-found.
+  Unknown queues are refused at attach with amqp:not-found. Namespace and queue
+  names are case-insensitive, as in Service Bus.
 - Receiver links (peek-lock or receive-and-delete) for assertions through the
   real SDK: 16-byte lock tokens, x-opt-* annotations; complete/abandon/dead-letter.
 - Switches, read from DIR/control.json whenever it changes:
@@ -61,6 +62,7 @@ class Stored:
 @dataclass
 class QueueData:
     name: str
+    incarnation: str = ""  # the ARM peer's: a queue deleted and made again starts empty
     messages: collections.deque[Stored] = field(default_factory=collections.deque)
     dead: list[Stored] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)  # message_id -> time first accepted
@@ -159,10 +161,10 @@ class Broker(FlowController):
         if mtime == self.model_mtime:
             return
         self.model_mtime = mtime
-        self.ns = model.load(self.model_path).get("namespaces", {}).get(self.namespace, {})
-        live = {name.lower() for name in self.ns.get("queues", {})}
-        for key in list(self.queues):
-            if key not in live:  # deleted (or replaced) through ARM: its messages are gone
+        self.ns = model.namespace(model.load(self.model_path), self.namespace)
+        live = {name.lower(): props.get(model.INCARNATION, "") for name, props in self.ns.get("queues", {}).items()}
+        for key, q in list(self.queues.items()):
+            if live.get(key) != q.incarnation:  # deleted (or replaced) through ARM: its messages are gone
                 del self.queues[key]
 
     def control(self) -> None:
@@ -203,8 +205,8 @@ class Broker(FlowController):
         found = model.find_queue(self.ns, name)
         if found is None:
             return None
-        real, _ = found
-        return self.queues.setdefault(real.lower(), QueueData(real))
+        real, props = found
+        return self.queues.setdefault(real.lower(), QueueData(real, props.get(model.INCARNATION, "")))
 
     def properties(self, q: QueueData) -> dict[str, Any]:
         found = model.find_queue(self.ns, q.name)

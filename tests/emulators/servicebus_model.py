@@ -1,7 +1,7 @@
 """The namespace model both test peers share: one JSON file, written by the ARM peer.
 
 {"namespaces": {"<name>": {"sku": "Standard", "location": "westeurope",
-                           "queues": {"<queue>": {<ARM queue properties, camelCase>}}}}}
+                           "queues": {"<queue>": {<ARM queue properties, camelCase>, "peerIncarnation": <id>}}}}}
 
 The ARM peer owns the file (writes it atomically after every change); the AMQP
 peer only reads it, to know which queues exist, the namespace tier (message
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 TIER_MESSAGE_BYTES = {"Basic": 256 * 1024, "Standard": 256 * 1024, "Premium": 1024 * 1024}
+INCARNATION = "peerIncarnation"  # in each queue's properties, never in ARM replies: which creation of the queue this is
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
@@ -40,6 +41,11 @@ def seconds(text: str) -> float:
         raise ValueError(f"not an ISO 8601 duration: {text!r}")
     days, hours, minutes, secs = match.groups()
     return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs or 0)
+
+
+def namespace(model: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ARM peer keys namespaces by lower-case name: Service Bus names ignore case."""
+    return dict(model.get("namespaces", {}).get(name.lower(), {}))
 
 
 def find_queue(namespace: dict[str, Any], name: str) -> tuple[str, dict[str, Any]] | None:

@@ -109,18 +109,20 @@ def write_az(directory: Path, token: str = TOKEN) -> Path:
 class AzurePeers:
     """Both peers for one namespace (tier `sku`); `env()` for provider processes."""
 
-    def __init__(self, directory: Path, sku: str = "Standard", page_size: int = 100, extra_namespaces: tuple[tuple[str, str], ...] = ()):
+    def __init__(self, directory: Path, sku: str = "Standard", page_size: int = 100, extra_namespaces: tuple[tuple[str, str], ...] = (),
+                 namespace: str = NAMESPACE):
         self.dir = Path(directory)
+        self.namespace = namespace
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sku = sku
         self.ca, cert, key = make_certificates(self.dir)
         self.bin = write_az(self.dir)
         self.arm_port, self.amqp_port = free_port(), free_port()
-        spaces = [f"{SUBSCRIPTION}/{RESOURCE_GROUP}/{NAMESPACE}={sku}"] + [f"{SUBSCRIPTION}/{RESOURCE_GROUP}/{n}={t}" for n, t in extra_namespaces]
+        spaces = [f"{SUBSCRIPTION}/{RESOURCE_GROUP}/{namespace}={sku}"] + [f"{SUBSCRIPTION}/{RESOURCE_GROUP}/{n}={t}" for n, t in extra_namespaces]
         self.arm = PeerProcess("arm", [sys.executable, str(HERE / "arm.py"), "--port", str(self.arm_port), "--dir", str(self.dir), "--cert", str(cert),
                                        "--key", str(key), "--token", TOKEN, "--page-size", str(page_size),
                                        *[a for s in spaces for a in ("--namespace", s)]], self.arm_port, self.dir / "arm.log")
-        self.amqp = PeerProcess("servicebus", [sys.executable, str(HERE / "servicebus.py"), "--port", str(self.amqp_port), "--namespace", NAMESPACE.lower(),
+        self.amqp = PeerProcess("servicebus", [sys.executable, str(HERE / "servicebus.py"), "--port", str(self.amqp_port), "--namespace", namespace,
                                                "--dir", str(self.dir)], self.amqp_port, self.dir / "servicebus.log")
 
     def start(self) -> AzurePeers:
@@ -149,7 +151,7 @@ class AzurePeers:
         return f"Endpoint=sb://127.0.0.1:{self.amqp_port};SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0LWtleQ==;UseDevelopmentEmulator=true"
 
     def config(self, **extra: Any) -> dict[str, Any]:
-        base = {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "namespace": NAMESPACE,
+        base = {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "namespace": self.namespace,
                 "management_endpoint": self.management_endpoint, "connection_string": self.connection_string}
         return {**base, **extra}
 
@@ -176,6 +178,14 @@ class AzurePeers:
     def arm_requests(self) -> dict[str, Any]:
         return dict(self._arm("GET", "/_peer/stats")[1])
 
+    def arm_writes(self) -> list[str]:
+        """The queue PUTs and DELETEs since the last reset, as "METHOD name" (the URL's casing)."""
+        return list(self.arm_requests()["log"])
+
+    def listed_queue_names(self) -> list[str]:
+        """Names as the queue list answers them (the first page)."""
+        return [q["name"] for q in self._arm("GET", self.queue_path(), token=True)[1]["value"]]
+
     def reset_arm_requests(self) -> None:
         self._arm("POST", "/_peer/reset", {})
 
@@ -183,7 +193,7 @@ class AzurePeers:
         self._arm("POST", "/_peer/faults", faults)
 
     def queue_path(self, name: str = "") -> str:
-        base = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ServiceBus/namespaces/{NAMESPACE}/queues"
+        base = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ServiceBus/namespaces/{self.namespace}/queues"
         return f"{base}/{name}?api-version=2026-01-01" if name else f"{base}?api-version=2026-01-01"
 
     def put_queue(self, name: str, **properties: Any) -> tuple[int, Any]:
@@ -198,7 +208,8 @@ class AzurePeers:
         return self._arm("DELETE", self.queue_path(name), token=True)[0]
 
     def queues(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(props) for name, props in json.loads((self.dir / "model.json").read_text())["namespaces"][NAMESPACE.lower()]["queues"].items()}
+        namespace = json.loads((self.dir / "model.json").read_text())["namespaces"][self.namespace.lower()]
+        return {name: {k: v for k, v in props.items() if k != "peerIncarnation"} for name, props in namespace["queues"].items()}
 
     def amqp_stats(self) -> dict[str, Any]:
         time.sleep(0.25)  # the peer rewrites its stats every 0.1 s

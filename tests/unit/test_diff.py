@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from providers.diff import Diff, diff_resources, plain_equal
+import pytest
+
+from providers.diff import Diff, SameKey, diff_resources, plain_equal
 
 A = ("queue", "Persons")
 B = ("queue", "Orders")
@@ -147,3 +149,35 @@ def test_custom_equal_is_asked_per_attribute() -> None:
     result = diff_resources({A: {"x": 1, "y": 2}}, {A: {"x": 0, "y": 0}}, {A: {"x": 0, "y": 0}}, equal=spy)
     assert result == Diff()
     assert ("x", 0, 1) in asked and ("y", 0, 2) in asked
+
+
+def folded(key: tuple[str, str]) -> tuple[str, str]:
+    return key[0], key[1].lower()
+
+
+def test_keys_are_exact_by_default() -> None:
+    attrs = {"path": "p"}
+    result = diff_resources({("queue", "persons"): attrs}, {A: attrs}, {A: attrs})  # file names on Linux: two files
+    assert result.changes == [change("delete", A, attrs, None), change("create", ("queue", "persons"), None, attrs)]
+
+
+def test_normalised_keys_match_desired_state_and_live_and_name_what_state_owns() -> None:
+    attrs = {"queue": "q"}
+    result = diff_resources({("queue", "persons"): attrs}, {A: attrs}, {("queue", "PERSONS"): attrs}, normalise=folded)
+    assert result == Diff()
+    changed = diff_resources({("queue", "persons"): {"queue": "q", "ttl": 2}}, {A: attrs}, {("queue", "PERSONS"): attrs}, normalise=folded)
+    assert changed.changes == [change("update", A, attrs, {"queue": "q", "ttl": 2})]  # the state's key: dstream updates what it owns
+
+
+def test_normalised_keys_drift_delete_and_unmanaged() -> None:
+    attrs = {"queue": "q"}
+    assert diff_resources({}, {A: attrs}, {("queue", "persons"): attrs}, normalise=folded).changes == [change("delete", A, attrs, None)]
+    gone = diff_resources({("queue", "persons"): attrs}, {A: attrs}, {}, normalise=folded)
+    assert gone.drift == [drift(A, attrs, None)] and gone.changes == [change("create", A, None, attrs)]
+    unmanaged = diff_resources({("queue", "persons"): attrs}, {}, {A: attrs}, normalise=folded)
+    assert unmanaged.unmanaged == [("queue", "persons")] and unmanaged.changes == []
+
+
+def test_two_keys_for_one_resource_are_refused() -> None:
+    with pytest.raises(SameKey, match="'Persons' and 'persons'"):
+        diff_resources({}, {A: {}, ("queue", "persons"): {}}, None, normalise=folded)
