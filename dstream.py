@@ -107,7 +107,7 @@ def _add_validate(p: Parser) -> None:
 
 def _add_plan(p: Parser) -> None:
     p.add_argument("--json", action="store_true", help="print the plan as one JSON document")
-    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 for no changes, 2 for changes, 1 for errors")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 for no changes, 2 for changes; errors keep their codes (1, 3, 4, 5)")
     p.add_argument("--out", metavar="FILE", help="save the plan for `dstream init --plan FILE`")
     p.add_argument("--no-refresh", action="store_true", help="plan from state and config alone: no call to any external system")
     p.set_defaults(run=cmd_plan)
@@ -225,7 +225,7 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     from state.backend import STATE_LOCK
-    from state.lifecycle import make_plan
+    from state.lifecycle import make_plan, stored_plan
     from state.render import plan_json, plan_text
 
     session = _session(args)
@@ -233,8 +233,9 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
         state = session.manager.read()
         plan = make_plan(session, state, refresh=not args.no_refresh)
     if args.out:
-        _save_plan(Path(args.out), plan_json(plan))
-    _out(plan_json(plan) if args.json else plan_text(plan, ctx.colour))
+        _save_plan(Path(args.out), plan_json(stored_plan(plan, session.shown)))
+    shown = session.shown_plan(plan)
+    _out(plan_json(shown) if args.json else plan_text(shown, ctx.colour))
     if args.out and not args.json:
         _out(f"\nSaved the plan to {args.out}. Apply it with: dstream init {args.target} --plan {args.out}\n")
     return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
@@ -243,13 +244,16 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
 def _save_plan(path: Path, text: str) -> None:
     from state.errors import DstreamError
 
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a new private file, never through a planted symlink; the rename replaces a link, never follows it
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(temp, path)
     except OSError as exc:
+        if temp.is_file() and not temp.is_symlink():
+            temp.unlink()
         raise DstreamError(f"cannot write plan file {path}: {exc.strerror}") from None
 
 
@@ -267,19 +271,20 @@ def _load_plan(path: Path) -> Any:
 
 
 def cmd_init(args: argparse.Namespace, ctx: Context) -> int:
-    from state.backend import STATE_LOCK
+    from state.backend import RUN_LOCK, STATE_LOCK
     from state.lifecycle import apply, make_plan
     from state.render import plan_text
 
     session = _session(args)
-    with _lock(session, STATE_LOCK, "init", args.lock_timeout):
+    # the run lock too: a replace must never delete what a running output appends to
+    with _lock(session, STATE_LOCK, "init", args.lock_timeout), _lock(session, RUN_LOCK, "init", args.lock_timeout):
         state = session.manager.read()
         if args.plan_file:
             plan = _load_plan(Path(args.plan_file))
             plan.check_fresh(session.task.name, state, session.digest())
         else:
             plan = make_plan(session, state, refresh=True)
-        _out(plan_text(plan, ctx.colour))
+        _out(plan_text(session.shown_plan(plan), ctx.colour))
         state, counts = apply(session, state, plan)
     _out(f"\nInit complete! Resources: {counts['created']} added, {counts['updated']} changed, {counts['deleted']} destroyed. State serial {state.serial}.\n")
     return EXIT_OK
@@ -295,7 +300,7 @@ def cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
     with _lock(session, STATE_LOCK, "destroy", args.lock_timeout), _lock(session, RUN_LOCK, "destroy", args.lock_timeout):
         state = session.manager.read()
         plan = destroy_plan(session, state)
-        _out(plan_text(plan, ctx.colour))
+        _out(plan_text(session.shown_plan(plan), ctx.colour))
         if plan.has_changes and not args.auto_approve:
             if not sys.stdin.isatty():
                 raise UsageError("destroy needs confirmation and stdin is not a terminal", hint="pass --auto-approve to destroy without asking")
@@ -315,7 +320,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     session = _session(args)
     state = session.manager.read()
     locks = {name: session.backend.locker.holder(name) for name in (STATE_LOCK, RUN_LOCK)}
-    report = status(session, state, locks)
+    report = session.shown_document(status(session, state, locks))
     _out(json.dumps(report, indent=2, sort_keys=True) + "\n" if args.json else status_text(report))
     return EXIT_OK
 
@@ -331,7 +336,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
         state = session.manager.read()
         if state.serial == 0:
             raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {args.target}")
-        pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: _provider_log(label, session.redactor.text(line)))
+        pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: session.relay(label)(line))
         lost: list[str] = []
 
         def on_lost(name: str, why: str) -> None:
@@ -357,14 +362,14 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 def _check_run(session: Any, result: Any) -> None:
     from providers.host import HostError
 
-    if result.persist_error is not None:
-        raise result.persist_error
-    if result.failure is not None or result.output_code != 0:
+    culprit = result.culprit()  # the provider that failed first: an input killed mid-line is not the output's fault
+    if culprit == "input":
+        raise session.provider_error("input", HostError(f"exited with code {result.input_code}", stderr_tail=result.input_tail))
+    if culprit == "output":
         failure = result.failure or HostError(f"exited with code {result.output_code}", stderr_tail=result.output_tail)
         raise session.provider_error("output", failure)
-    stopped_by_us = result.stopped and result.input_code in (0, -signal.SIGTERM)
-    if result.input_code != 0 and not stopped_by_us:
-        raise session.provider_error("input", HostError(f"exited with code {result.input_code}", stderr_tail=result.input_tail))
+    if result.persist_error is not None:
+        raise result.persist_error
 
 
 def _state_for(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -417,6 +422,8 @@ def cmd_state_push(args: argparse.Namespace, ctx: Context) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from None
     bundle = doc if isinstance(doc, dict) and doc.get("format") == BUNDLE_FORMAT else {"state": doc, "checkpoints": None}
+    if not isinstance(bundle.get("state"), dict):
+        raise UsageError(f"{args.file} holds no state document", hint="push a file written by dstream state pull")
     state = StateFile.from_json(json.dumps(bundle["state"]).encode(), args.file)
     checkpoints = Checkpoints.from_json(json.dumps(bundle["checkpoints"]).encode(), args.file) if bundle.get("checkpoints") else None
     session = _session(args)

@@ -8,3 +8,12 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
     "mssql-cdc": ("providers.mssql_cdc", "input", "reads SQL Server change data capture tables"),
     "asb-queues": ("providers.asb_queues", "output", "one Azure Service Bus queue per stream, managed through Resource Manager"),
 }
+
+# Environment variables a built-in needs beyond the base set every provider gets
+# (names, or prefixes ending in "*"). Nothing else of dstream's environment reaches it.
+ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    # azure-identity's DefaultAzureCredential: service principal, workload and managed identity, Azure CLI
+    "asb-queues": ("AZURE_*", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"),
+    # unixODBC's and FreeTDS's configuration
+    "mssql-cdc": ("ODBCSYSINI", "ODBCINI", "ODBCINSTINI", "FREETDSCONF", "FREETDS", "TDSVER", "TDSDUMP", "TDSDUMPCONFIG"),
+}

@@ -15,28 +15,62 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from providers.protocol import Envelope
 
-HELLO_TIMEOUT = float(os.environ.get("DSTREAM_HELLO_TIMEOUT", "30"))
 STDERR_TAIL = 20
 REPLY_TYPES = frozenset({"hello", "streams", "change", "drift", "resource", "status", "checkpoint", "warning", "error"})
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# What every provider gets of dstream's environment: nothing that could hold another
+# provider's secret. Built-ins add what they need (providers.ENVIRONMENT); configs carry the rest.
+BASE_ENVIRONMENT = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
+
+
+def seconds_setting(name: str, default: float) -> float:
+    """A timeout from the environment (e.g. DSTREAM_HELLO_TIMEOUT=60), read when used."""
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def hello_timeout() -> float:
+    """Seconds a provider has to write its first line (hello) after it starts."""
+    return seconds_setting("DSTREAM_HELLO_TIMEOUT", 30.0)
+
+
+def reply_timeout() -> float:
+    """Seconds a lifecycle provider may stay silent (no stdout or stderr line) after hello."""
+    return seconds_setting("DSTREAM_PROVIDER_TIMEOUT", 300.0)
+
+
+def provider_environment(names: tuple[str, ...], source: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `source` that `names` allow (a trailing * is a prefix)."""
+    exact = {n for n in names if not n.endswith("*")}
+    prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
+    return {k: v for k, v in source.items() if k in exact or (prefixes and k.startswith(prefixes))}
 
 
 class HostError(Exception):
     """A provider failed or broke the protocol. `stderr_tail` holds its last log lines."""
 
-    def __init__(self, message: str, hint: str | None = None, key: str | None = None, stderr_tail: list[str] | None = None):
+    def __init__(self, message: str, hint: str | None = None, key: str | None = None, stderr_tail: list[str] | None = None, line: bytes | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.key = key
         self.stderr_tail = stderr_tail or []
+        self.line = line  # the offending stdout line: shown shortened only after redaction
+        self.role: str | None = None  # set where the caller cannot tell which provider failed
 
 
 @dataclass(frozen=True)
@@ -46,27 +80,29 @@ class ProviderProcess:
     label: str  # e.g. "input:jsonl"
     argv: tuple[str, ...]
     cwd: Path
+    environment: tuple[str, ...] = BASE_ENVIRONMENT  # the variables it may see
+    keep_fds: tuple[int, ...] = ()  # held lock files: a provider outliving dstream keeps the lock
 
     @classmethod
-    def builtin(cls, label: str, module: str, cwd: Path) -> ProviderProcess:
-        return cls(label, (sys.executable, "-m", module), cwd)
+    def builtin(cls, label: str, module: str, cwd: Path, environment: tuple[str, ...] = (), keep_fds: tuple[int, ...] = ()) -> ProviderProcess:
+        return cls(label, (sys.executable, "-m", module), cwd, BASE_ENVIRONMENT + environment, keep_fds)
 
     @classmethod
-    def external(cls, label: str, executable: Path, cwd: Path) -> ProviderProcess:
-        return cls(label, (str(executable),), cwd)
+    def external(cls, label: str, executable: Path, cwd: Path, keep_fds: tuple[int, ...] = ()) -> ProviderProcess:
+        return cls(label, (str(executable),), cwd, BASE_ENVIRONMENT, keep_fds)
 
     def start(self, stdin: Any, stdout: Any) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env = provider_environment(self.environment, os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
         if logging.getLogger("dstream").isEnabledFor(logging.DEBUG):
             env["DSTREAM_DEBUG"] = "1"  # Python providers then show tracebacks
         try:
             return subprocess.Popen(
                 self.argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=self.cwd, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=_die_with_parent, pass_fds=self.keep_fds,
             )
         except OSError as exc:
-            raise HostError(f"cannot start provider {self.label}: {exc.strerror}") from None
+            raise HostError(f"cannot start it: {exc.strerror}") from None
 
 
 def _die_with_parent() -> None:
@@ -82,46 +118,88 @@ def _die_with_parent() -> None:
 class StderrRelay(threading.Thread):
     """Passes a provider's stderr lines to `sink` and keeps the last few for errors."""
 
-    def __init__(self, stream: Any, sink: Callable[[str], None]):
+    def __init__(self, stream: Any, sink: Callable[[str], None], on_line: Callable[[], None] = lambda: None):
         super().__init__(daemon=True)
         self.stream = stream
         self.sink = sink
+        self.on_line = on_line
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
 
     def run(self) -> None:
         for raw in self.stream:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.tail.append(line)
+            self.on_line()
             self.sink(line)
         self.stream.close()
+
+
+class Watchdog(threading.Thread):
+    """Kills a provider that stays silent past its deadline; `expired` tells afterwards."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], timeout: float):
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.timeout = timeout
+        self.expired = False
+        self._deadline = time.monotonic() + timeout
+        self._done = threading.Event()
+
+    def extend(self, timeout: float | None = None) -> None:
+        """Push the deadline `timeout` (default: the current one) seconds from now."""
+        if timeout is not None:
+            self.timeout = timeout
+        self._deadline = time.monotonic() + self.timeout
+
+    def cancel(self) -> None:
+        self._done.set()
+
+    def run(self) -> None:
+        while not self._done.wait(max(0.0, self._deadline - time.monotonic())):
+            if time.monotonic() >= self._deadline:
+                self.expired = True
+                _kill(self.proc)
+                return
 
 
 def converse(process: ProviderProcess, envelope: Envelope, on_message: Callable[[dict[str, Any]], None], on_log: Callable[[str], None]) -> bool:
     """Send a lifecycle command and feed each reply line to `on_message`.
 
     Returns False when the provider is legacy (its first line is not hello, or
-    it exits 0 without one): it manages nothing. Raises HostError on failure.
+    it exits 0 without writing anything): it manages nothing. Raises HostError
+    on failure, including a provider silent for longer than its timeout.
     """
     proc = process.start(subprocess.PIPE, subprocess.PIPE)
-    relay = StderrRelay(proc.stderr, on_log)
+    watchdog = Watchdog(proc, hello_timeout())
+    relay = StderrRelay(proc.stderr, on_log, on_line=watchdog.extend)
     relay.start()
-    timer = threading.Timer(HELLO_TIMEOUT, _kill, (proc,))
+    watchdog.start()
+    writer = threading.Thread(target=send_envelope, args=(proc, envelope), daemon=True)  # a provider may not read it
+    writer.start()
     try:
-        send_envelope(proc, envelope)
-        timer.start()
-        legacy = not _read_replies(process, proc, on_message, timer, relay)
+        legacy = not _read_replies(process, proc, on_message, watchdog, relay)
     except BaseException:
         _kill(proc)
         raise
     finally:
-        timer.cancel()
+        watchdog.cancel()
     code = proc.wait()
     relay.join(timeout=5)
+    writer.join(timeout=5)
+    if watchdog.expired:
+        raise HostError(_silence(process, watchdog), hint=_SILENCE_HINT, stderr_tail=list(relay.tail))
     if legacy:
         return False
     if code != 0:
-        raise HostError(f"provider {process.label} exited with code {code}", stderr_tail=list(relay.tail))
+        raise HostError(f"exited with code {code}", stderr_tail=list(relay.tail))
     return True
+
+
+_SILENCE_HINT = "raise DSTREAM_HELLO_TIMEOUT / DSTREAM_PROVIDER_TIMEOUT (seconds) if it is only slow"
+
+
+def _silence(process: ProviderProcess, watchdog: Watchdog) -> str:
+    return f"stopped answering: nothing on stdout or stderr for {watchdog.timeout:g}s; it was killed"
 
 
 def send_envelope(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
@@ -130,47 +208,55 @@ def send_envelope(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
     try:
         proc.stdin.write(envelope.to_json().encode() + b"\n")
         proc.stdin.close()
-    except BrokenPipeError:
-        pass  # it exited before reading; its exit code tells the rest
+    except (BrokenPipeError, ValueError):
+        pass  # it exited (or was killed) before reading; its exit code tells the rest
 
 
-def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_message: Callable[[dict[str, Any]], None], timer: threading.Timer, relay: StderrRelay) -> bool:
+def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_message: Callable[[dict[str, Any]], None], watchdog: Watchdog, relay: StderrRelay) -> bool:
     """True for a protocol-v1 provider, False for a legacy one (which is then stopped)."""
     assert proc.stdout is not None
     lineno = 0
     for lineno, raw in enumerate(proc.stdout, start=1):
-        message = _parse_reply(raw)
+        message, problem = _parse_reply(raw)
         if lineno == 1:
-            timer.cancel()
-            if message is None or message.get("type") != "hello":
+            if message is None or message["type"] != "hello":
                 _kill(proc)
                 return False
+            watchdog.extend(reply_timeout())
             continue
+        watchdog.extend()
         if message is None:
             _kill(proc)
-            raise HostError(f"provider {process.label} wrote a malformed line {lineno} on stdout: {_snippet(raw)}", stderr_tail=list(relay.tail))
+            raise HostError(f"broke the protocol: stdout line {lineno} {problem}", stderr_tail=list(relay.tail), line=raw)
         if message["type"] == "error":
             proc.wait()
-            raise HostError(str(message.get("message", "failed")), hint=message.get("hint"), key=message.get("key"), stderr_tail=list(relay.tail))
+            raise HostError(str(message.get("message", "failed")), hint=_text(message.get("hint")), key=_text(message.get("key")), stderr_tail=list(relay.tail))
         on_message(message)
-    # no line at all: legacy when it exited cleanly or hung until the hello timeout
-    return lineno > 0 or proc.wait() not in (0, -signal.SIGKILL)
+    # nothing at all: legacy when it exited cleanly (a timeout is reported by the caller)
+    return lineno > 0 or proc.wait() != 0
 
 
-def _parse_reply(raw: bytes) -> dict[str, Any] | None:
-    """A known protocol message, or None for anything else."""
+def _parse_reply(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A known protocol message, or None and what is wrong with the line."""
     try:
         message = json.loads(raw)
     except ValueError:
-        return None
-    if not isinstance(message, dict) or message.get("type") not in REPLY_TYPES:
-        return None
-    return message
+        return None, "is not JSON"
+    if not isinstance(message, dict):
+        return None, "is not a JSON object"
+    if message.get("type") not in REPLY_TYPES:
+        return None, f"has unknown message type {message.get('type')!r}"
+    return message, ""
 
 
-def _snippet(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace").strip()
-    return text if len(text) <= 80 else text[:77] + "..."
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def snippet(text: str, limit: int = 80) -> str:
+    """A short start of a line for messages. Cut only text that is already redacted."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -404,14 +404,14 @@ def serve(name: str, version: str, fields: list[Field], handlers: Mapping[str, H
 
 
 def _report(name: str, writer: Writer | None, failure: ProviderFailure) -> None:
-    text = failure.message + (f" ({failure.hint})" if failure.hint else "")
-    log(name, f"error: {text}")
-    if writer is None:
-        return
-    try:
-        writer.send(error_message(failure.message, failure.hint, failure.key))
-    except (BrokenPipeError, ValueError):
-        pass
+    """The failure goes once: as an `error` line where stdout is ours, else on stderr."""
+    if writer is not None:
+        try:
+            writer.send(error_message(failure.message, failure.hint, failure.key))
+            return
+        except (BrokenPipeError, ValueError):
+            pass
+    log(name, "error: " + failure.message + (f" ({failure.hint})" if failure.hint else ""))
 
 
 def _install_sigterm(ctx: Context) -> None:

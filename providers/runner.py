@@ -3,7 +3,9 @@
 dstream is not in the data path. It writes the output's envelope into the
 pipe before the input starts, then reads the output's stdout for checkpoint
 lines ("acks"), which it hands to `on_acks` at most every `interval` seconds
-and once more at the end. Knows nothing of state.
+and once more at the end. Every line the output writes is checked against the
+protocol: an invalid ack stops the run and is never persisted. Knows nothing
+of state.
 """
 
 from __future__ import annotations
@@ -19,22 +21,59 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.host import HostError, ProviderProcess, StderrRelay, send_envelope, signal_group
+from providers.host import HostError, ProviderProcess, StderrRelay, hello_timeout, seconds_setting, send_envelope, signal_group
 from providers.protocol import Envelope
 
-STOP_GRACE = 30.0  # seconds an input gets to stop after SIGTERM before SIGKILL
+RUN_REPLY_TYPES = frozenset({"checkpoint", "resource", "warning", "error"})
+
+
+def stop_grace() -> float:
+    """Seconds an input gets to stop after SIGTERM before it is killed."""
+    return seconds_setting("DSTREAM_STOP_GRACE", 30.0)
+
+
+@dataclass
+class Exit:
+    """How and when a provider process ended."""
+
+    code: int = 0
+    at: float = float("inf")  # monotonic time of exit
 
 
 @dataclass
 class RunResult:
-    input_code: int = 0
-    output_code: int = 0
+    input: Exit = field(default_factory=Exit)
+    output: Exit = field(default_factory=Exit)
     stopped: bool = False  # stopped on request (signal), not by the providers
-    failure: HostError | None = None
+    stop_at: float = float("inf")  # when dstream first asked the input to stop
+    failure: HostError | None = None  # the output broke the protocol or reported an error
     persist_error: Exception | None = None  # acks that could not be persisted; the run was stopped
     acked: int = 0  # checkpoint lines received
     input_tail: list[str] = field(default_factory=list)
     output_tail: list[str] = field(default_factory=list)
+
+    @property
+    def input_code(self) -> int:
+        return self.input.code
+
+    @property
+    def output_failed(self) -> bool:
+        return self.failure is not None or self.output.code != 0
+
+    @property
+    def input_failed(self) -> bool:
+        """It ended badly before dstream asked it to stop (after that, a signal's exit code is ours)."""
+        return self.input.code != 0 and self.input.at < self.stop_at
+
+    def culprit(self) -> str | None:
+        """Which provider the run's failure belongs to: the one that failed first."""
+        if self.input_failed and (not self.output_failed or self.input.at <= self.output.at):
+            return "input"
+        return "output" if self.output_failed else None
+
+    @property
+    def output_code(self) -> int:
+        return self.output.code
 
 
 class Pipeline:
@@ -43,26 +82,39 @@ class Pipeline:
         self.sink = sink
         self.on_log = on_log
         self._stop = threading.Event()
+        self._stop_at = float("inf")
         self._input: subprocess.Popen[bytes] | None = None
         self._on_resource: Callable[[dict[str, Any]], None] | None = None
+        self._streams: set[str] = set()
 
     def stop(self) -> None:
-        """Ask for a clean stop: SIGTERM the input; the output drains and acks. Signal-safe."""
+        """Ask for a clean stop: SIGTERM the input (SIGKILL after the grace); the output drains and acks. Signal-safe."""
+        first = not self._stop.is_set()
+        if first:
+            self._stop_at = time.monotonic()
         self._stop.set()
         if self._input is not None and self._input.poll() is None:
             signal_group(self._input, signal.SIGTERM)
+            if first:
+                threading.Thread(target=_kill_after, args=(self._input, stop_grace()), daemon=True).start()
 
     def run(self, input_envelope: Envelope, output_envelope: Envelope, on_acks: Callable[[dict[str, Any]], None], interval: float = 1.0,
             on_resource: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
         """Stream until the input stops. `on_resource` gets the output's `resource` messages
         (e.g. a queue created on demand), in order with its acks."""
         self._on_resource = on_resource
+        self._streams = {str(s.get("name")) for s in output_envelope.streams}
         result = RunResult()
         read_end, write_end = os.pipe()
+        role = "output"
         try:
             output = self.sink.start(read_end, subprocess.PIPE)
-            os.write(write_end, output_envelope.to_json().encode() + b"\n")
+            _write_first_line(output, write_end, output_envelope)
+            role = "input"
             self._input = self.source.start(subprocess.PIPE, write_end)
+        except HostError as exc:
+            exc.role = role
+            raise
         finally:
             os.close(read_end)
             os.close(write_end)
@@ -70,20 +122,25 @@ class Pipeline:
                   StderrRelay(output.stderr, lambda line: self.on_log(self.sink.label, line))]
         for relay in relays:
             relay.start()
-        send_envelope(self._input, input_envelope)
+        input_exit = _watch(self._input, result.input)
+        threading.Thread(target=send_envelope, args=(self._input, input_envelope), daemon=True).start()
         if self._stop.is_set():
             self.stop()
+        output_exit = _watch(output, result.output)
         acks: queue.Queue[tuple[int, dict[str, Any] | None | bytes]] = queue.Queue()
         threading.Thread(target=_read_acks, args=(output, acks), daemon=True).start()
         self._collect(output, acks, on_acks, interval, result)
-        result.output_code = output.wait()
-        if result.output_code != 0 and self._input.poll() is None:
-            signal_group(self._input, signal.SIGTERM)
-        result.input_code = _wait(self._input)
+        output_exit.join()
+        if result.output.code != 0:
+            self.stop()
+        input_exit.join(stop_grace())
+        if input_exit.is_alive():  # it closed its stdout but does not exit
+            signal_group(self._input, signal.SIGKILL)
+            input_exit.join()
         for relay in relays:
             relay.join(timeout=5)
         result.input_tail, result.output_tail = list(relays[0].tail), list(relays[1].tail)
-        result.stopped = self._stop.is_set()
+        result.stopped, result.stop_at = self._stop.is_set(), self._stop_at
         return result
 
     def _collect(self, output: subprocess.Popen[bytes], acks: queue.Queue[Any], on_acks: Callable[[dict[str, Any]], None], interval: float, result: RunResult) -> None:
@@ -96,31 +153,63 @@ class Pipeline:
                 lineno, message = 0, {}
             if message is None:  # EOF
                 break
-            if isinstance(message, bytes):
-                if result.failure is None:
-                    result.failure = HostError(f"provider {self.sink.label} wrote a malformed line {lineno} on stdout: {message[:80]!r}")
-                signal_group(output, signal.SIGTERM)
-                self.stop()
-            elif message.get("type") == "checkpoint" and "stream" in message:
-                pending[str(message["stream"])] = message.get("position")
-                result.acked += 1
-            elif message.get("type") == "resource" and self._on_resource is not None:
-                self._deliver(self._on_resource, message, result)
-            elif message.get("type") == "error" and result.failure is None:
-                result.failure = HostError(str(message.get("message")), hint=message.get("hint"), key=message.get("key"))
+            if message:
+                problem = self._check(message)
+                if problem or message["type"] == "error":  # type: ignore[index]
+                    self._persist(on_acks, pending, result)  # what it acknowledged before this line holds
+                    pending = {}
+                if problem:
+                    self._fail(output, result, HostError(f"broke the protocol: stdout line {lineno} {problem}",
+                                                         line=message if isinstance(message, bytes) else None))
+                elif message["type"] == "checkpoint":
+                    pending[message["stream"]] = message["position"]
+                    result.acked += 1
+                elif message["type"] == "resource" and self._on_resource is not None:
+                    self._deliver(self._on_resource, message, result)
+                elif message["type"] == "error":
+                    self._fail(output, result, HostError(str(message.get("message")), hint=_text(message.get("hint")), key=_text(message.get("key"))))
+                elif message["type"] == "warning":
+                    self.on_log(self.sink.label, f"warning: {message.get('message')}")
             if pending and time.monotonic() - flushed >= interval:
                 self._persist(on_acks, pending, result)
                 pending, flushed = {}, time.monotonic()
         if pending:
             self._persist(on_acks, pending, result)
 
+    def _check(self, message: dict[str, Any] | bytes) -> str:
+        """What is wrong with a line from the output, or "" (docs/protocol.md, "Invalid acks")."""
+        if isinstance(message, bytes):
+            return "is not a JSON object"
+        kind = message.get("type")
+        if kind not in RUN_REPLY_TYPES:
+            return f"has unknown message type {kind!r}"
+        if kind == "checkpoint":
+            stream = message.get("stream")
+            if not isinstance(stream, str) or stream not in self._streams:
+                return f"acknowledges unknown stream {stream!r}"
+            if message.get("position") is None:
+                return f"acknowledges stream {stream!r} without a position"
+        if kind == "resource":
+            resource = message.get("resource")
+            if not isinstance(resource, dict) or not isinstance(resource.get("name"), str):
+                return "has a resource that is not an object with a name"
+            self._streams.add(resource["name"])  # made on demand for a new stream: its acks follow
+        return ""
+
+    def _fail(self, output: subprocess.Popen[bytes], result: RunResult, failure: HostError) -> None:
+        """The output is not to be trusted any more: stop both, persist nothing after this line."""
+        if result.failure is None:
+            result.failure = failure
+        signal_group(output, signal.SIGTERM)
+        self.stop()
+
     def _persist(self, on_acks: Callable[[dict[str, Any]], None], acked: dict[str, Any], result: RunResult) -> None:
         """Hand acks over; if that fails, stop the run (data already delivered is redelivered next time)."""
         self._deliver(on_acks, acked, result)
 
     def _deliver(self, callback: Callable[[dict[str, Any]], None], value: dict[str, Any], result: RunResult) -> None:
-        if result.persist_error is not None:
-            return
+        if result.persist_error is not None or result.failure is not None or not value:
+            return  # nothing after a failure is trusted
         try:
             callback(value)
         except Exception as exc:
@@ -128,21 +217,60 @@ class Pipeline:
             self.stop()
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _write_first_line(output: subprocess.Popen[bytes], write_end: int, envelope: Envelope) -> None:
+    """The output's envelope goes into the pipe before the input starts; an output that does not read it is killed."""
+    data = envelope.to_json().encode() + b"\n"
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view):]
+        except OSError:
+            pass
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    if not done.wait(hello_timeout()):
+        signal_group(output, signal.SIGKILL)
+        done.wait(5)
+        raise HostError(f"did not read its envelope within {hello_timeout():g}s; it was killed",
+                        hint="raise DSTREAM_HELLO_TIMEOUT (seconds) if it is only slow")
+
+
+def _watch(proc: subprocess.Popen[bytes], into: Exit) -> threading.Thread:
+    """Record when a provider exits (to tell which one failed first)."""
+
+    def wait() -> None:
+        code = proc.wait()
+        into.code, into.at = code, time.monotonic()
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    return thread
+
+
+def _kill_after(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_group(proc, signal.SIGKILL)
+
+
 def _read_acks(output: subprocess.Popen[bytes], sink: queue.Queue[Any]) -> None:
     assert output.stdout is not None
     lineno = 0
     for lineno, raw in enumerate(output.stdout, start=1):
+        if not raw.strip():
+            continue  # blank lines are ignored (docs/protocol.md)
         try:
             message = json.loads(raw)
         except ValueError:
             message = None
         sink.put((lineno, message if isinstance(message, dict) else bytes(raw.strip())))
     sink.put((lineno + 1, None))
-
-
-def _wait(proc: subprocess.Popen[bytes]) -> int:
-    try:
-        return proc.wait(timeout=STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        signal_group(proc, signal.SIGKILL)
-        return proc.wait()

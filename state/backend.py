@@ -12,9 +12,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from state.errors import LockedError, StateError
 from state.model import Checkpoints, StateFile
@@ -26,6 +26,7 @@ CHECKPOINTS_KEY = "checkpoints"
 STATE_LOCK = "state"
 RUN_LOCK = "run"
 ANY = "*"  # put() precondition: overwrite whatever is there
+CAS_ATTEMPTS = 20  # checkpoint writers that race: each retries on the fresh copy
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ class Locker(Protocol):
 
     def watch(self, callback: Callable[[str, str], None]) -> None:
         """Call back (lock name, reason) if a held lock is lost; locks that cannot be lost ignore it."""
+        ...
+
+    def held_fds(self) -> list[int]:
+        """File descriptors that hold this process's locks, for providers to inherit, so that a
+        provider outliving a killed dstream still holds them; [] where locks are not files."""
         ...
 
 
@@ -198,8 +204,41 @@ class StateManager:
         self._read_serial, self._lineage = new.serial, new.lineage
         return new
 
+    def update_checkpoints(self, change: Callable[[Checkpoints], Checkpoints]) -> Checkpoints:
+        """Read, change and write the checkpoints as one compare-and-swap, retried on conflict.
+
+        A run and an init may both write checkpoints (the run its acks, init an
+        input's start positions): each applies its own change to what is stored
+        now, so neither erases the other's."""
+        for _ in range(CAS_ATTEMPTS):
+            blob = self.store.get(CHECKPOINTS_KEY)
+            current = Checkpoints(self.task) if blob is None else Checkpoints.from_json(blob.data, self.store.where(CHECKPOINTS_KEY))
+            token = None if blob is None else blob.token
+            new = change(current)
+            if new == current:
+                return current
+            try:
+                self.store.put(CHECKPOINTS_KEY, new.to_json(), token)
+                return new
+            except StateError:
+                latest = self.store.get(CHECKPOINTS_KEY)
+                if (None if latest is None else latest.token) == token:
+                    raise  # not a lost race: the write itself failed
+        raise StateError(f"checkpoints at {self.store.where(CHECKPOINTS_KEY)} keep changing under this process", hint="another process writes them; see dstream status")
+
+    def advance_checkpoints(self, positions: dict[str, Any]) -> Checkpoints:
+        """Store acknowledged positions, keeping every other stream's checkpoint as stored."""
+        return self.update_checkpoints(lambda current: current.advance(positions))
+
+    def start_checkpoints(self, positions: dict[str, Any]) -> Checkpoints:
+        """Store an input's starting positions only for streams that have no checkpoint."""
+        return self.update_checkpoints(lambda current: current.advance({s: p for s, p in positions.items() if s not in current.positions}))
+
+    def forget_checkpoints(self, streams: Iterable[str]) -> Checkpoints:
+        return self.update_checkpoints(lambda current: current.without(streams))
+
     def write_checkpoints(self, checkpoints: Checkpoints) -> None:
-        """Caller holds the run lock (or the state lock, for init/destroy)."""
+        """Overwrite every checkpoint (state push). Caller holds the state and the run lock."""
         self.store.put(CHECKPOINTS_KEY, checkpoints.to_json(), ANY)
 
     def clear_checkpoints(self) -> None:

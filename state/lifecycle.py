@@ -1,7 +1,9 @@
 """The task lifecycle: asks both providers, turns replies into plans and state.
 
 Callers (the CLI) hold the locks; this module reads and writes state through
-the StateManager, and everything a provider says passes the Redactor first.
+the StateManager. What providers say is applied and stored as they said it
+(only values under secret keys are masked in state and saved plans); what is
+shown or logged passes the Redactor.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from providers.host import HostError, ProviderProcess, converse
+from providers import ENVIRONMENT
+from providers.host import HostError, ProviderProcess, converse, snippet
 from providers.protocol import Envelope
 from providers.runner import Pipeline, RunResult
 from state.backend import STATE_LOCK, Backend, StateManager, held
@@ -19,7 +22,7 @@ from state.config import Task
 from state.errors import ProviderError, StateError
 from state.model import Checkpoints, Resource, StateFile
 from state.plan import Change, Drift, Plan, change_from_message, config_digest, drift_from_message
-from state.secrets import Redactor, find_secrets
+from state.secrets import CREDENTIAL, SENSITIVE, Redactor, find_secrets, is_secret_key
 
 log = logging.getLogger("dstream")
 ROLES = ("input", "output")
@@ -42,11 +45,13 @@ class Session:
         return cls(task, backend, StateManager(backend.store, task.name, version), Redactor(secrets), builtins, on_log)
 
     def process(self, role: str) -> ProviderProcess:
+        """How to start a provider. It inherits the locks held now, so it holds them until it exits, even past dstream."""
         spec = self.task.provider(role)
         label = f"{role}:{spec.name}"
+        keep = tuple(self.backend.locker.held_fds())
         if spec.executable is not None:
-            return ProviderProcess.external(label, spec.executable, self.task.directory)
-        return ProviderProcess.builtin(label, self.builtins[spec.name][0], self.task.directory)
+            return ProviderProcess.external(label, spec.executable, self.task.directory, keep_fds=keep)
+        return ProviderProcess.builtin(label, self.builtins[spec.name][0], self.task.directory, ENVIRONMENT.get(spec.name, ()), keep_fds=keep)
 
     def envelope(self, role: str, command: str, state: StateFile, streams: tuple[dict[str, Any], ...], **extra: Any) -> Envelope:
         return Envelope(
@@ -59,13 +64,30 @@ class Session:
         return config_digest(configs)
 
     def relay(self, label: str) -> Callable[[str], None]:
-        return lambda line: self.on_log(label, self.redactor.text(line))
+        """Shows a provider's stderr line: redacted, without the provider's own name prefix ("files: ...")."""
+        name = label.split(":", 1)[-1]
+        return lambda line: self.on_log(label, self.redactor.text(_unprefixed(line, name)))
+
+    def collector(self, role: str) -> _Collector:
+        return _Collector(role, self.task.provider(role).name, self.shown)
+
+    def shown(self, text: str) -> str:
+        """Text for a terminal or a pipe: every known secret masked."""
+        return self.redactor.text(text)
+
+    def shown_document(self, doc: Any) -> Any:
+        """A report to render: every string masked, value by value (masking rendered JSON could break it)."""
+        return self.redactor.document(doc)
+
+    def shown_plan(self, plan: Plan) -> Plan:
+        """The plan to render for people or --json, with every known secret masked."""
+        return _map_plan(plan, self.redactor.document)
 
     def ask(self, role: str, envelope: Envelope, on_message: Callable[[dict[str, Any]], None]) -> bool:
         """One lifecycle conversation; False when the provider is legacy. Errors become ProviderError."""
         process = self.process(role)
         try:
-            return converse(process, envelope, lambda m: on_message(self.redactor.document(m)), self.relay(process.label))
+            return converse(process, envelope, on_message, self.relay(process.label))
         except HostError as exc:
             raise self.provider_error(role, exc) from None
 
@@ -73,8 +95,10 @@ class Session:
         spec = self.task.provider(role)
         where = self.task.where(role, "config", exc.key) if exc.key else self.task.where(role)
         message = exc.message
+        if exc.line is not None:
+            message += ": " + snippet(self.redactor.text(exc.line.decode("utf-8", "replace")))
         if exc.stderr_tail and "exited with code" in message:
-            message += f"; last log line: {exc.stderr_tail[-1]}"
+            message += f"; last log line: {snippet(self.redactor.text(_unprefixed(exc.stderr_tail[-1], spec.name)), 300)}"
         if exc.stderr_tail and not log.isEnabledFor(logging.INFO):  # its log was not shown as it ran
             relay = logging.getLogger(f"dstream.{role}:{spec.name}")
             for line in exc.stderr_tail[-5:]:
@@ -82,16 +106,40 @@ class Session:
         return ProviderError(self.redactor.text(f"{where}: {role} provider '{spec.name}': {message}"), hint=self.redactor.text(exc.hint) if exc.hint else None)
 
 
-class _Collector:
-    """What providers said during one lifecycle command."""
+def _unprefixed(line: str, provider: str) -> str:
+    """dstream labels relayed lines itself: a provider's own "name: " prefix would double it."""
+    own = provider + ": "
+    return line[len(own):] if line.startswith(own) else line
 
-    def __init__(self, role: str, provider: str):
+
+def stored(value: Any, key: str = "") -> Any:
+    """A copy fit for state and saved plans: values under secret keys and credential assignments
+    (`AccountKey=...`) masked. Nothing else is touched: dstream acts on these values, and a
+    path that merely contains a word used as a password must stay the path it is."""
+    if isinstance(value, dict):
+        return {k: stored(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [stored(v, key) for v in value]
+    if isinstance(value, str) and value:
+        return SENSITIVE if is_secret_key(key) else mask_credentials(value)
+    return value
+
+
+def mask_credentials(text: str) -> str:
+    return CREDENTIAL.sub(lambda m: m.group(0).replace(m.group(1), SENSITIVE), text)
+
+
+class _Collector:
+    """What providers said during one lifecycle command, checked against the protocol."""
+
+    def __init__(self, role: str, provider: str, shown: Callable[[str], str]):
         self.role = role
         self.provider = provider
+        self.shown = shown  # warnings are logged as they come, so redacted here
         self.streams: tuple[dict[str, Any], ...] | None = None
         self.changes: list[Change] = []
         self.drift: list[Drift] = []
-        self.statuses: list[dict[str, Any]] = []
+        self.statuses: list[tuple[tuple[str, str], dict[str, Any]]] = []
         self.checkpoints: dict[str, Any] = {}
         self.warnings: list[str] = []
 
@@ -105,14 +153,28 @@ class _Collector:
             elif kind == "drift":
                 self.drift.append(drift_from_message(self.role, self.provider, message))
             elif kind == "status":
-                self.statuses.append(message)
+                resource, live = _type_and_name(message.get("resource")), message.get("status")
+                if live is not None and not isinstance(live, dict):
+                    raise ValueError("status must be an object")
+                self.statuses.append((resource, live or {}))
             elif kind == "checkpoint":
-                self.checkpoints[str(message["stream"])] = message.get("position")
+                stream, position = message.get("stream"), message.get("position")
+                if not isinstance(stream, str) or not stream or position is None:
+                    raise ValueError("a checkpoint needs a stream name and a position")
+                self.checkpoints[stream] = position
             elif kind == "warning":
-                self.warnings.append(str(message.get("message")))
-                log.warning("%s provider '%s': %s", self.role, self.provider, message.get("message"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(f"{self.role} provider '{self.provider}' sent a malformed {kind} message ({exc})") from None
+                self.warnings.append(self.shown(str(message.get("message"))))
+                log.warning("%s provider '%s': %s", self.role, self.provider, self.warnings[-1])
+            elif kind == "resource":
+                raise ValueError(f"resource messages belong to init and destroy, not {self.role}'s reply here")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProviderError(f"{self.role} provider '{self.provider}' broke the protocol: malformed {kind} message ({exc})") from None
+
+
+def _type_and_name(value: Any) -> tuple[str, str]:
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str) or not isinstance(value.get("name"), str):
+        raise ValueError("resource must be an object with a type and a name")
+    return value["type"], value["name"]
 
 
 def _streams(value: Any) -> tuple[dict[str, Any], ...]:
@@ -127,10 +189,10 @@ def _streams(value: Any) -> tuple[dict[str, Any], ...]:
 def validate(session: Session) -> tuple[str, ...]:
     """Both providers check their configs; no network, no state. Returns the streams."""
     state = StateFile.new(session.task.name, "")
-    first = _Collector("input", session.task.input.name)
+    first = session.collector("input")
     session.ask("input", session.envelope("input", "validate", state, (), refresh=False), first)
     streams = first.streams or ()
-    session.ask("output", session.envelope("output", "validate", state, streams, refresh=False), _Collector("output", session.task.output.name))
+    session.ask("output", session.envelope("output", "validate", state, streams, refresh=False), session.collector("output"))
     return tuple(s["name"] for s in streams)
 
 
@@ -139,7 +201,7 @@ def make_plan(session: Session, state: StateFile, refresh: bool) -> Plan:
     legacy: list[str] = []
     streams: tuple[dict[str, Any], ...] = state.streams
     for role in ROLES:
-        collector = _Collector(role, session.task.provider(role).name)
+        collector = session.collector(role)
         envelope = session.envelope(role, "plan", state, streams, refresh=refresh)
         if not session.ask(role, envelope, collector):
             legacy.append(role)
@@ -158,6 +220,17 @@ def make_plan(session: Session, state: StateFile, refresh: bool) -> Plan:
     )
 
 
+def stored_plan(plan: Plan, shown: Callable[[str], str]) -> Plan:
+    """The plan as saved to a file: attributes as state keeps them; warnings (only ever shown) redacted."""
+    return replace(_map_plan(plan, stored), warnings=tuple(shown(w) for w in plan.warnings))
+
+
+def _map_plan(plan: Plan, mask: Callable[[Any], Any]) -> Plan:
+    changes = tuple(replace(c, before=mask(c.before), after=mask(c.after)) for c in plan.changes)
+    drift = tuple(replace(d, before=mask(d.before), after=mask(d.after)) for d in plan.drift)
+    return replace(plan, changes=changes, drift=drift, warnings=tuple(mask(w) for w in plan.warnings))
+
+
 # --- apply (init) and destroy ------------------------------------------------------
 
 
@@ -170,32 +243,55 @@ class _Recorder:
         self.role = role
         self.provider = session.task.provider(role).name
         self.counts = {"created": 0, "updated": 0, "deleted": 0}
-        self.collector = _Collector(role, self.provider)
+        self.collector = session.collector(role)
 
     def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] != "resource":
             self.collector(message)
             return
-        try:
-            action, res = message["action"], message["resource"]
-            resource = Resource(self.role, self.provider, str(res["type"]), str(res["name"]), str(res.get("id", res["name"])), dict(res.get("attributes") or {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(f"{self.role} provider '{self.provider}' sent a malformed resource message ({exc})") from None
+        resource, action = self._parse(message)
         if action in ("created", "updated"):
             self.state = self.session.manager.write(self.state.put(resource))
-        elif action == "deleted":
-            self.state = self.session.manager.write(self.state.remove(resource.key))
         else:
-            raise ProviderError(f"{self.role} provider '{self.provider}' reported unknown action {action!r}")
+            if not any(r.key == resource.key for r in self.state.resources):
+                raise ProviderError(f"{self.role} provider '{self.provider}' broke the protocol: it reports deleting {resource.address}, which is not in state")
+            self.state = self.session.manager.write(self.state.remove(resource.key))
         self.counts[action] += 1
         log.info("%s: %s (state serial %d)", resource.address, action, self.state.serial)
 
+    def _parse(self, message: dict[str, Any]) -> tuple[Resource, str]:
+        try:
+            action, res = message.get("action"), message.get("resource")
+            if action not in ("created", "updated", "deleted"):
+                raise ValueError(f"unknown action {action!r}")
+            kind, name = _type_and_name(res)
+            assert isinstance(res, dict)
+            attributes = res.get("attributes") or {}
+            if not isinstance(attributes, dict):
+                raise ValueError("attributes must be an object")
+            return Resource(self.role, self.provider, kind, name, stored(str(res.get("id", name))), stored(attributes)), action
+        except (TypeError, ValueError) as exc:
+            raise ProviderError(f"{self.role} provider '{self.provider}' broke the protocol: malformed resource message ({exc})") from None
+
+
+def check_applicable(plan: Plan, state: StateFile) -> None:
+    """Every delete or replace must name a resource in state: a plan (a saved, maybe edited,
+    file) can never make a provider delete what this task does not own."""
+    owned = {r.key for r in state.resources}
+    for change in plan.changes:
+        if change.role not in ROLES:
+            raise StateError(f"the plan changes {change.address}, which belongs to no provider role")
+        if change.action in ("delete", "replace") and (change.role, change.type, change.name) not in owned:
+            raise StateError(f"the plan would {change.action} {change.address}, which is not in state", hint="make a new plan with dstream plan")
+
 
 def apply(session: Session, state: StateFile, plan: Plan) -> tuple[StateFile, dict[str, int]]:
-    """Carry out `plan`; state is persisted after every resource. Caller holds the state lock."""
+    """Carry out `plan`; state is persisted after every resource. Caller holds the state and the run lock."""
+    check_applicable(plan, state)
     counts = {"created": 0, "updated": 0, "deleted": 0}
     if state.serial == 0:
         state = session.manager.write(state)  # the task now exists, even with nothing to create
+    _forget_removed_streams(session, state, plan)
     new_checkpoints: dict[str, Any] = {}
     for role in ROLES:
         if role in plan.legacy:
@@ -209,18 +305,18 @@ def apply(session: Session, state: StateFile, plan: Plan) -> tuple[StateFile, di
             counts[action] += n
     if state.streams != plan.streams:
         state = session.manager.write(replace(state, streams=plan.streams))
-    _record_start_positions(session, new_checkpoints)
+    if new_checkpoints:
+        session.manager.start_checkpoints(new_checkpoints)  # an input's start (CDC start=latest), only where none exists
     return state, counts
 
 
-def _record_start_positions(session: Session, positions: dict[str, Any]) -> None:
-    """An input's starting position (e.g. CDC start=latest) is kept only where none exists."""
-    if not positions:
-        return
-    current = session.manager.checkpoints()
-    fresh = {s: p for s, p in positions.items() if s not in current.positions}
-    if fresh:
-        session.manager.write_checkpoints(current.advance(fresh))
+def _forget_removed_streams(session: Session, state: StateFile, plan: Plan) -> None:
+    """A stream whose output resource is deleted loses its checkpoint first: if it comes back,
+    it starts afresh instead of resuming past data its deleted resource held."""
+    kept = {s["name"] for s in plan.streams}
+    gone = {c.name for c in plan.for_role("output") if c.action == "delete"} - kept
+    if gone & set(session.manager.checkpoints().positions):
+        session.manager.forget_checkpoints(gone)
 
 
 def destroy_plan(session: Session, state: StateFile) -> Plan:
@@ -230,7 +326,11 @@ def destroy_plan(session: Session, state: StateFile) -> Plan:
 
 
 def destroy(session: Session, state: StateFile) -> tuple[StateFile, int]:
-    """Delete exactly what state owns, output first. Caller holds the state lock."""
+    """Delete exactly what state owns, output first. Caller holds the state and the run lock.
+
+    The checkpoints go first: a destroy that stops halfway never leaves a
+    checkpoint pointing past data whose resource is gone."""
+    session.manager.clear_checkpoints()
     deleted = 0
     for role in reversed(ROLES):
         if not state.owned_by(role):
@@ -245,7 +345,6 @@ def destroy(session: Session, state: StateFile) -> tuple[StateFile, int]:
         raise StateError(f"{len(left)} resource(s) are still in state after destroy: {', '.join(r.address for r in left)}", hint="run dstream destroy again")
     if state.streams:
         state = session.manager.write(replace(state, streams=()))
-    session.manager.clear_checkpoints()
     return state, deleted
 
 
@@ -257,13 +356,12 @@ def status(session: Session, state: StateFile, locks: dict[str, Any]) -> dict[st
     streams = state.streams
     checkpoints = session.manager.checkpoints()
     for role in ROLES:
-        collector = _Collector(role, session.task.provider(role).name)
+        collector = session.collector(role)
         session.ask(role, session.envelope(role, "status", state, streams, checkpoints=dict(checkpoints.positions)), collector)
         if role == "input" and collector.streams is not None:
             streams = collector.streams
-        for message in collector.statuses:
-            res = message.get("resource") or {}
-            live[(role, str(res.get("type")), str(res.get("name")))] = message.get("status") or {}
+        for (kind, name), report in collector.statuses:
+            live[(role, kind, name)] = report
     names = [s["name"] for s in streams] + sorted(set(checkpoints.positions) - {s["name"] for s in streams})
     return {
         "task": session.task.name,
@@ -277,21 +375,26 @@ def status(session: Session, state: StateFile, locks: dict[str, Any]) -> dict[st
 
 
 def run(session: Session, state: StateFile, once: bool, pipeline: Pipeline, interval: float = 1.0) -> tuple[RunResult, Checkpoints]:
-    """Stream until the input stops. Caller holds the run lock; checkpoints are persisted as acked."""
+    """Stream until the input stops. Caller holds the run lock; checkpoints are persisted as acked.
+
+    Each write merges the acked positions into the stored checkpoints (compare
+    and swap), so a start position that init records meanwhile survives."""
     checkpoints = session.manager.checkpoints()
     source = session.envelope("input", "run", state, state.streams, checkpoints=dict(checkpoints.positions), once=once)
     sink = session.envelope("output", "run", state, state.streams, once=once)
 
     def persist(acked: dict[str, Any]) -> None:
         nonlocal checkpoints
-        checkpoints = checkpoints.advance(acked)
-        session.manager.write_checkpoints(checkpoints)
+        checkpoints = session.manager.advance_checkpoints(acked)
 
     def record(message: dict[str, Any]) -> None:
         """A resource the output made while running (e.g. a queue created on demand)."""
         with held(session.backend.locker, STATE_LOCK, "run (recording a resource)", session.manager.version, RECORD_LOCK_TIMEOUT):
             recorder = _Recorder(session, session.manager.read(), "output")
-            recorder(session.redactor.document(message))
+            recorder(message)
 
-    result = pipeline.run(source, sink, persist, interval, on_resource=record)
+    try:
+        result = pipeline.run(source, sink, persist, interval, on_resource=record)
+    except HostError as exc:  # a provider that could not start
+        raise session.provider_error(exc.role or "input", exc) from None
     return result, checkpoints

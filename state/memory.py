@@ -58,6 +58,9 @@ class MemoryLocker:
     def holder(self, name: str) -> LockInfo | None:
         return self.locks.get(name)
 
+    def held_fds(self) -> list[int]:
+        return []
+
     def watch(self, callback: Callable[[str, str], None]) -> None:
         """Local and in-memory locks cannot be lost while their process lives."""
 

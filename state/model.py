@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -117,6 +118,10 @@ class Checkpoints:
     def advance(self, positions: dict[str, Any]) -> Checkpoints:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return Checkpoints(self.task, {**self.positions, **positions}, {**self.updated, **{s: now for s in positions}})
+
+    def without(self, streams: Iterable[str]) -> Checkpoints:
+        gone = set(streams)
+        return Checkpoints(self.task, {s: p for s, p in self.positions.items() if s not in gone}, {s: t for s, t in self.updated.items() if s not in gone})
 
     def to_json(self) -> bytes:
         streams = {s: {"position": p, "updated_at": self.updated.get(s, "")} for s, p in self.positions.items()}

@@ -159,7 +159,7 @@ def test_provider_crashes(dstream, tmp_path: Path) -> None:
 def test_provider_writes_garbage_after_hello(dstream, tmp_path: Path) -> None:
     copy_provider("garbage_after_hello.sh", tmp_path)
     write_task(tmp_path, "t", generator_input(3), external("./garbage_after_hello.sh"))
-    error_line(dstream("plan", "task.hcl"), 5, "output provider './garbage_after_hello.sh'", "malformed line 2", "this is not json at all")
+    error_line(dstream("plan", "task.hcl"), 5, "output provider './garbage_after_hello.sh'", "broke the protocol: stdout line 2 is not JSON", "this is not json at all")
 
 
 def test_second_run_while_running(pyz: Path, dstream, tmp_path: Path) -> None:

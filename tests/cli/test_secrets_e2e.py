@@ -2,7 +2,9 @@
 
 The output provider (providers/secret_output.py) echoes its secret config into
 its stderr, a change's `after`, a resource id and attributes, a warning, a
-status and an error; dstream must mask every one of them.
+status and an error; dstream must mask every one of them: in what it shows,
+every known secret; in what it stores, values under secret keys and credential
+assignments (`SharedAccessKey=...`), so that data it acts on is never rewritten.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ def test_secrets_never_leak(dstream, tmp_path: Path) -> None:
     plan = json.loads(ok(cli("plan", "--json", "task.hcl")).stdout)
     after = plan["resource_changes"][0]["after"]
     assert after["connection_string"] == "(sensitive)" and after["password"] == "(sensitive)"
-    assert after["endpoint"] == "endpoint of (sensitive) with password (sensitive)"
+    assert after["endpoint"] == "endpoint of (sensitive)"
     ok(cli("plan", "--out", "saved.plan", "task.hcl"))
-    error_line(cli("plan", "task.hcl", extra={"SECRET_FAIL": "1"}), 5, "cannot connect to (sensitive) with password (sensitive)")
+    (tmp_path / "SECRET_FAIL").touch()
+    error_line(cli("plan", "task.hcl"), 5, "cannot connect to (sensitive) with password (sensitive)")
+    (tmp_path / "SECRET_FAIL").unlink()
     init = ok(cli("init", "task.hcl"))
     assert "Resources: 1 added" in init.stdout
     status = json.loads(ok(cli("status", "--json", "task.hcl")).stdout)
-    assert status["resources"][0]["id"] == "conn:(sensitive)"
+    assert status["resources"][0]["id"] == "conn:Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=(sensitive)"  # as stored
     assert status["resources"][0]["status"] == {"status": "connected", "endpoint": "endpoint of (sensitive) with password (sensitive)",
                                                 "credential": "(sensitive)"}
     ok(cli("status", "task.hcl"))

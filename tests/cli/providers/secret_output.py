@@ -10,7 +10,8 @@ mask all of it. Files it writes itself (in cwd = the task directory):
 - provider_seen.log: per command, sha256 of the config values it received
 - delivered.jsonl:   the data lines it received in run
 
-With SECRET_FAIL set in its environment it fails with an error that quotes them.
+With a file named SECRET_FAIL in its working directory it fails with an error that quotes them
+(its environment is dstream's allowlist: it cannot be told through a variable).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def main() -> int:
         log(f"run: delivered {count} lines to {conn} (password {password})")
         return 0
     send({"type": "hello", "protocol": 1, "provider": "secret-output", "version": "0.0.1"})
-    if os.environ.get("SECRET_FAIL"):
+    if os.path.exists("SECRET_FAIL"):
         send({"type": "error", "message": f"cannot connect to {conn} with password {password}", "hint": f"check that {password} is right", "key": "password"})
         return 1
-    attributes = {"connection_string": conn, "password": password, "endpoint": echo, "note": f"pw={password}"}
+    # what it asks dstream to store holds secrets only under secret keys or in credential form (Key=value);
+    # everything it shows (logs, warning, status, error) echoes them verbatim
+    attributes = {"connection_string": conn, "password": password, "endpoint": f"endpoint of {conn}", "note": f"PWD={password}"}
     resource = {"type": "connection", "name": "main", "id": f"conn:{conn}", "attributes": attributes}
     known = [r for r in envelope.get("resources") or [] if r.get("type") == "connection"]
     if command == "plan":
