@@ -243,17 +243,11 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
 
 def _save_plan(path: Path, text: str) -> None:
     from state.errors import DstreamError
+    from state.safe_files import write_private
 
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        # a new private file, never through a planted symlink; the rename replaces a link, never follows it
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temp, path)
+        write_private(path, text)  # 0600, never through a planted symlink
     except OSError as exc:
-        if temp.is_file() and not temp.is_symlink():
-            temp.unlink()
         raise DstreamError(f"cannot write plan file {path}: {exc.strerror}") from None
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from providers.protocol import Envelope
 
 STDERR_TAIL = 20
+WATCHDOG_TICK = 0.25  # seconds
 REPLY_TYPES = frozenset({"hello", "streams", "change", "drift", "resource", "status", "checkpoint", "warning", "error"})
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 # What every provider gets of dstream's environment: nothing that could hold another
@@ -155,7 +156,8 @@ class Watchdog(threading.Thread):
         self._done.set()
 
     def run(self) -> None:
-        while not self._done.wait(max(0.0, self._deadline - time.monotonic())):
+        # short naps, so that a deadline moved nearer (hello timeout -> reply timeout) is seen in time
+        while not self._done.wait(min(WATCHDOG_TICK, max(0.0, self._deadline - time.monotonic()))):
             if time.monotonic() >= self._deadline:
                 self.expired = True
                 _kill(self.proc)
@@ -251,12 +253,6 @@ def _parse_reply(raw: bytes) -> tuple[dict[str, Any] | None, str]:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def snippet(text: str, limit: int = 80) -> str:
-    """A short start of a line for messages. Cut only text that is already redacted."""
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from providers import ENVIRONMENT
-from providers.host import HostError, ProviderProcess, converse, snippet
+from providers.host import HostError, ProviderProcess, converse
 from providers.protocol import Envelope
 from providers.runner import Pipeline, RunResult
 from state.backend import STATE_LOCK, Backend, StateManager, held
@@ -22,7 +22,7 @@ from state.config import Task
 from state.errors import ProviderError, StateError
 from state.model import Checkpoints, Resource, StateFile
 from state.plan import Change, Drift, Plan, change_from_message, config_digest, drift_from_message
-from state.secrets import CREDENTIAL, SENSITIVE, Redactor, find_secrets, is_secret_key
+from state.secrets import SENSITIVE, Redactor, find_secrets, is_secret_key, mask_credentials
 
 log = logging.getLogger("dstream")
 ROLES = ("input", "output")
@@ -96,9 +96,9 @@ class Session:
         where = self.task.where(role, "config", exc.key) if exc.key else self.task.where(role)
         message = exc.message
         if exc.line is not None:
-            message += ": " + snippet(self.redactor.text(exc.line.decode("utf-8", "replace")))
+            message += ": " + self.redactor.raw(exc.line.strip(), 80)
         if exc.stderr_tail and "exited with code" in message:
-            message += f"; last log line: {snippet(self.redactor.text(_unprefixed(exc.stderr_tail[-1], spec.name)), 300)}"
+            message += f"; last log line: {self.redactor.snippet(_unprefixed(exc.stderr_tail[-1], spec.name), 300)}"
         if exc.stderr_tail and not log.isEnabledFor(logging.INFO):  # its log was not shown as it ran
             relay = logging.getLogger(f"dstream.{role}:{spec.name}")
             for line in exc.stderr_tail[-5:]:
@@ -123,10 +123,6 @@ def stored(value: Any, key: str = "") -> Any:
     if isinstance(value, str) and value:
         return SENSITIVE if is_secret_key(key) else mask_credentials(value)
     return value
-
-
-def mask_credentials(text: str) -> str:
-    return CREDENTIAL.sub(lambda m: m.group(0).replace(m.group(1), SENSITIVE), text)
 
 
 class _Collector:

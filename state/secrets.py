@@ -23,6 +23,11 @@ MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 CUT = "..."
 
 
+def mask_credentials(text: str) -> str:
+    """Credential assignments (`AccountKey=...`, `PWD={...}`) masked, the rest of `text` untouched."""
+    return CREDENTIAL.sub(lambda m: m.group(0).replace(m.group(1), SENSITIVE), text)
+
+
 def is_secret_key(key: str) -> bool:
     return bool(SECRET_KEY.search(key))
 
@@ -74,7 +79,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, SENSITIVE)
-        value = CREDENTIAL.sub(lambda m: m.group(0).replace(m.group(1), SENSITIVE), value)
+        value = mask_credentials(value)
         return self._mask_partial_tail(value) if cut else value
 
     def snippet(self, value: str, limit: int) -> str:

@@ -355,10 +355,42 @@ def manager_checkpoints(make_store: MakeStore) -> None:
     manager.clear_checkpoints()  # idempotent
 
 
+def manager_checkpoint_writers_merge(make_store: MakeStore) -> None:
+    """A run's acks and an init's start positions, written by two processes at once, both survive."""
+    store = make_store()
+    run, init = StateManager(store, TASK, VERSION), StateManager(store, TASK, VERSION)
+    run.advance_checkpoints({"Persons": {"lsn": "01"}})
+    init.start_checkpoints({"Orders": {"lsn": "05"}, "Persons": {"lsn": "00"}})
+    run.advance_checkpoints({"Persons": {"lsn": "02"}})
+    got = StateManager(store, TASK, VERSION).checkpoints().positions
+    assert got == {"Persons": {"lsn": "02"}, "Orders": {"lsn": "05"}}, f"a start position or an ack was lost: {got}"
+
+    errors: list[BaseException] = []
+
+    def writer(stream: str) -> None:
+        try:
+            manager = StateManager(store, TASK, VERSION)
+            for i in range(15):
+                manager.advance_checkpoints({stream: {"n": i}})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"S{k}",)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, f"concurrent checkpoint writers failed: {errors[0]!r}"
+    got = StateManager(store, TASK, VERSION).checkpoints().positions
+    assert all(got.get(f"S{k}") == {"n": 14} for k in range(4)), f"concurrent writers erased each other: {got}"
+    StateManager(store, TASK, VERSION).forget_checkpoints(["S0", "Orders"])
+    assert set(StateManager(store, TASK, VERSION).checkpoints().positions) == {"Persons", "S1", "S2", "S3"}
+
+
 STATE_MANAGER_CHECKS: tuple[Callable[[MakeStore], None], ...] = (
     manager_first_read, manager_serial_and_lineage, manager_no_lost_write, manager_no_lost_create,
     manager_refuses_other_lineage, manager_refuses_other_task, manager_corrupt_state_is_kept,
-    manager_corrupt_state_is_kept_after_good_read, manager_checkpoints,
+    manager_corrupt_state_is_kept_after_good_read, manager_checkpoints, manager_checkpoint_writers_merge,
 )
 
 
