@@ -372,21 +372,22 @@ def _state_for(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_state_list(args: argparse.Namespace, ctx: Context) -> int:
-    _, state = _state_for(args)
-    _out("".join(f"{r.address}\n" for r in state.resources))
+    session, state = _state_for(args)
+    _out(session.shown("".join(f"{r.address}\n" for r in state.resources)))
     return EXIT_OK
 
 
 def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
     from state.errors import UsageError
 
-    _, state = _state_for(args)
+    session, state = _state_for(args)
     if not args.address:
-        _out(state.to_json().decode())
+        _out(json.dumps(session.shown_document(json.loads(state.to_json())), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         return EXIT_OK
     for r in state.resources:
         if r.address == args.address:
-            _out(json.dumps({"address": r.address, "provider": r.provider, "id": r.id, "attributes": r.attributes}, indent=2, sort_keys=True) + "\n")
+            shown = session.shown_document({"address": r.address, "provider": r.provider, "id": r.id, "attributes": r.attributes})
+            _out(json.dumps(shown, indent=2, sort_keys=True) + "\n")
             return EXIT_OK
     raise UsageError(f"no resource {args.address} in state", hint="see dstream state list")
 

@@ -261,8 +261,8 @@ class AzureBlobBackend:
             return
         try:
             lease.client.release()
-        except Exception as exc:  # it expires by itself within lease_duration
-            log.warning("could not release the %s lock (%s); it expires within %d s", name, _code(exc) or type(exc).__name__, self.lease_duration)
+        except Exception as exc:  # it expires by itself within lease_duration; the command's own error says why storage failed
+            log.debug("could not release the %s lock (%s); it expires within %d s", name, _code(exc) or type(exc).__name__, self.lease_duration)
 
     def holder(self, name: str) -> LockInfo | None:
         from azure.core.exceptions import AzureError
