@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import alternating, rate_ratio, timing_summary
 from _pyz import ROOT, BenchError, ensure_pyz, snapshot_pyz
 
 TASK = "relay-bench"
@@ -116,16 +117,7 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> tuple[f
 
 
 def summarise(times: list[float], cpus: list[float], count: int) -> dict[str, object]:
-    median = statistics.median(times)
-    return {
-        "median_s": round(median, 4),
-        "min_s": round(min(times), 4),
-        "max_s": round(max(times), 4),
-        "times_s": [round(t, 4) for t in times],
-        "cpu_median_s": round(statistics.median(cpus), 4),
-        "msgs_per_s": round(count / median, 1),
-        "us_per_msg": round(median * 1e6 / count, 3),
-    }
+    return {**timing_summary(times, count), "cpu_median_s": round(statistics.median(cpus), 4)}
 
 
 def main() -> int:
@@ -198,24 +190,22 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
 
         results: dict[str, tuple[list[float], list[float]]] = {"pipe": ([], []), "dstream": ([], [])}
         pipe_acks: list[int] = []
-        for rep in range(args.repeat):
-            order = ("pipe", "dstream") if rep % 2 == 0 else ("dstream", "pipe")
-            for side in order:
-                directory = pipedir if side == "pipe" else dsdir
-                reset(directory, checkpoints if side == "dstream" else None)
-                argv, env = (pipe_argv, pipe_env) if side == "pipe" else (dstream_argv, dstream_env)
-                wall, cpu, stdout = timed(argv, directory, env, f"{side} run {rep + 1}")
-                delivered = count_lines(out_paths(directory))
-                if delivered != args.count:
-                    raise BenchError(f"{side} run {rep + 1} delivered {delivered} lines, expected {args.count}")
-                if side == "pipe":
-                    pipe_acks.append(check_pipe_acks(stdout, args.count, rep))
-                else:
-                    check_checkpoints(checkpoints, args.count, rep)
-                results[side][0].append(wall)
-                results[side][1].append(cpu)
-                if not args.json:
-                    print(f"  run {rep + 1}/{args.repeat} {side:<7} {wall:7.3f} s", file=sys.stderr)
+        for rep, side in alternating(("pipe", "dstream"), args.repeat):
+            directory = pipedir if side == "pipe" else dsdir
+            reset(directory, checkpoints if side == "dstream" else None)
+            argv, env = (pipe_argv, pipe_env) if side == "pipe" else (dstream_argv, dstream_env)
+            wall, cpu, stdout = timed(argv, directory, env, f"{side} run {rep + 1}")
+            delivered = count_lines(out_paths(directory))
+            if delivered != args.count:
+                raise BenchError(f"{side} run {rep + 1} delivered {delivered} lines, expected {args.count}")
+            if side == "pipe":
+                pipe_acks.append(check_pipe_acks(stdout, args.count, rep))
+            else:
+                check_checkpoints(checkpoints, args.count, rep)
+            results[side][0].append(wall)
+            results[side][1].append(cpu)
+            if not args.json:
+                print(f"  run {rep + 1}/{args.repeat} {side:<7} {wall:7.3f} s", file=sys.stderr)
     finally:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
@@ -226,7 +216,7 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
     dstream = summarise(*results["dstream"], args.count)
     pipe["checkpoint_lines_median"] = statistics.median(pipe_acks)
     pipe_median, dstream_median = statistics.median(results["pipe"][0]), statistics.median(results["dstream"][0])
-    ratio = pipe_median / dstream_median  # = dstream msgs/s / pipe msgs/s
+    ratio = rate_ratio(results["dstream"][0], results["pipe"][0])  # dstream msgs/s / pipe msgs/s
     return {
         "benchmark": "relay",
         "count": args.count,
