@@ -1,7 +1,8 @@
-"""The benchmark scripts' own arithmetic (issue 9): alternating rounds and the ratio of medians."""
+"""The benchmark scripts' own arithmetic and docs (issue 9): alternating rounds, medians, README coverage."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -55,3 +56,12 @@ def test_asb_send_alternates_seven_rounds_and_compares_medians(monkeypatch: pyte
     assert report["plain"]["median_s"] == 1.0 and report["provider"]["median_s"] == 2.0
     assert report["ratio"] == pytest.approx(0.5)
 
+
+def scripts() -> list[str]:
+    return sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("script", scripts())
+def test_bench_readme_says_how_to_run_every_script(script: str) -> None:
+    readme = (BENCH / "README.md").read_text()
+    assert re.search(rf"^python bench/{re.escape(script)}\b", readme, re.MULTILINE), f"bench/README.md has no `python bench/{script}` line"
