@@ -161,6 +161,11 @@ def talk(subject: Subject, stdin: bytes, timeout: float = COMMAND_TIMEOUT) -> Ex
     return conversation.finish(timeout)
 
 
+def owned(kit: Kit, command: str, **fields: Any) -> bytes:
+    """The envelope of a command on what `apply` made."""
+    return envelope(kit.subject, command, resources=kit.resources, **fields)
+
+
 def envelope(subject: Subject, command: str, config: dict[str, Any] | None = None, **fields: Any) -> bytes:
     streams = STREAMS if subject.role == "output" else ()
     env = Envelope(command=command, config=subject.config if config is None else config, task=TASK, role=subject.role,
@@ -295,6 +300,7 @@ class Kit:
     validate: Exchange = field(default_factory=lambda: Exchange(None, b"", ""))
     legacy: bool = False
     once: Exchange | None = None  # the input's run-once, which resume starts from
+    resources: tuple[dict[str, Any], ...] = ()  # what `apply` made: the run rules run with it, destroy-owned removes it
 
     @classmethod
     def start(cls, subject: Subject) -> Kit:
@@ -387,6 +393,52 @@ def rule_unknown_key(kit: Kit) -> Result:
     if UNKNOWN_KEY not in error_text(ex):
         return Result("unknown-key", FAIL, f"refused (exit {ex.code}) but the error does not name the key")
     return Result("unknown-key", PASS, f"refused with exit {ex.code}, naming the key")
+
+
+def rule_apply(kit: Kit) -> Result:
+    """plan, then init with exactly the plan's changes: a resource reported for each change."""
+    if kit.legacy:
+        return Result("apply", SKIP, LEGACY)
+    if kit.subject.needs_server:
+        return Result("apply", SKIP, NEEDS_SERVER)
+    plan = talk(kit.subject, envelope(kit.subject, "plan"))
+    changes = [{k: v for k, v in obj.items() if k != "type"} for obj in messages(plan, "change")]
+    ex = talk(kit.subject, envelope(kit.subject, "init", changes=tuple(changes)))
+    problem = lifecycle_problem("plan", plan) or lifecycle_problem("apply", ex)
+    if problem:
+        return Result("apply", FAIL, f"init with the plan's changes: {problem}")
+    made = [obj["resource"] for obj in messages(ex, "resource") if obj["action"] != "deleted"]
+    missing = {c["resource"]["name"] for c in changes if c["action"] != "delete"} - {r["name"] for r in made}
+    if missing:
+        return Result("apply", FAIL, f"init reported no resource for {', '.join(sorted(missing))}")
+    kit.resources = tuple(made)
+    return Result("apply", PASS, f"init applied the plan's {len(changes)} change(s), reporting {len(made)} resource(s)")
+
+
+def rule_destroy_owned(kit: Kit) -> Result:
+    """destroy with what apply made: each resource reported deleted (or forgotten), exit 0."""
+    if kit.legacy:
+        return Result("destroy-owned", SKIP, LEGACY)
+    if kit.subject.needs_server:
+        return Result("destroy-owned", SKIP, NEEDS_SERVER)
+    ex = talk(kit.subject, owned(kit, "destroy"))
+    problem = lifecycle_problem("destroy-owned", ex)
+    if problem:
+        return Result("destroy-owned", FAIL, problem)
+    left = {r["name"] for r in kit.resources} - {obj["resource"]["name"] for obj in messages(ex, "resource") if obj["action"] == "deleted"}
+    if left:
+        return Result("destroy-owned", FAIL, f"destroy did not report {', '.join(sorted(left))} deleted")
+    return Result("destroy-owned", PASS, f"destroy removed the {len(kit.resources)} resource(s) apply made")
+
+
+def messages(ex: Exchange, kind: str) -> list[dict[str, Any]]:
+    """The valid stdout messages of one type."""
+    found = []
+    for _, raw in ex.lines():
+        obj, _ = parse(raw)
+        if obj is not None and obj.get("type") == kind and SHAPES.get(kind, lambda o: None)(obj) is None:
+            found.append(obj)
+    return found
 
 
 # --- inputs: run ---------------------------------------------------------------------------
@@ -578,7 +630,7 @@ def _ack_problem(lineno: int, ack: dict[str, Any], sent: dict[str, list[str]], c
 def rule_run_acks(kit: Kit) -> Result:
     if kit.subject.needs_server:
         return Result("run-acks", SKIP, NEEDS_SERVER)
-    ex = talk(kit.subject, envelope(kit.subject, "run") + b"".join(RUN_LINES))
+    ex = talk(kit.subject, owned(kit, "run") + b"".join(RUN_LINES))
     problem = acks_problem(kit, ex, RUN_SENT)
     return Result("run-acks", FAIL, problem) if problem else Result("run-acks", PASS, _acked_note(kit, ex))
 
@@ -610,7 +662,7 @@ def rule_malformed_line(kit: Kit) -> Result:
         return Result("malformed-line", SKIP, LEGACY)
     if kit.subject.needs_server:
         return Result("malformed-line", SKIP, NEEDS_SERVER)
-    ex = talk(kit.subject, envelope(kit.subject, "run") + change(A, 1) + b"this line is not JSON {\n" + change(A, 2))
+    ex = talk(kit.subject, owned(kit, "run") + change(A, 1) + b"this line is not JSON {\n" + change(A, 2))
     acks = read_acks(ex, {A: RUN_SENT[A][:2]})
     if ex.code == 0 or ex.code is None:
         return Result("malformed-line", FAIL, f"a malformed line 3: it {ex.ended()}, not a failure")
@@ -632,7 +684,7 @@ def rule_sigterm_output(kit: Kit) -> Result:
     if kit.subject.needs_server:
         return Result("sigterm", SKIP, NEEDS_SERVER)
     conversation = Conversation(kit.subject)
-    conversation.write(envelope(kit.subject, "run") + change(A, 1), close=False)
+    conversation.write(owned(kit, "run") + change(A, 1), close=False)
     conversation.wait_first_line(FIRST_LINE_TIMEOUT)
     conversation.terminate()
     time.sleep(0.2)
@@ -647,15 +699,28 @@ def rule_sigterm_output(kit: Kit) -> Result:
 
 
 def rule_legacy_output(kit: Kit) -> Result:
-    """A bare config (no "command") is run: it reads data, acknowledges it, writes no hello."""
+    """A bare config (no "command") is run: it ends as a run envelope with that config does, without hello."""
     if kit.subject.needs_server:
         return Result("legacy-mode", SKIP, NEEDS_SERVER)
-    ex = talk(kit.subject, line(kit.subject.config) + change(A, 1) + change(B, 1))
-    sent = {A: RUN_SENT[A][:1], B: RUN_SENT[B][:1]}
-    if ex.lines() and is_legacy(ex) is False:
+    data = change(A, 1) + change(B, 1)
+    bare = talk(kit.subject, line(kit.subject.config) + data)
+    if bare.lines() and not is_legacy(bare):
         return Result("legacy-mode", FAIL, "a bare config is not run: it answered hello")
-    problem = acks_problem(kit, ex, sent)
-    return Result("legacy-mode", FAIL, f"a bare config: {problem}") if problem else Result("legacy-mode", PASS, "a bare config is run")
+    acks = read_acks(bare, {A: RUN_SENT[A][:1], B: RUN_SENT[B][:1]})
+    if acks.problem:
+        return Result("legacy-mode", FAIL, f"a bare config: {acks.problem}")
+    as_run = talk(kit.subject, envelope(kit.subject, "run", streams=()) + data)
+    if outcome(bare) != outcome(as_run):
+        return Result("legacy-mode", FAIL, f"a bare config ended {outcome(bare)}, a run envelope with it {outcome(as_run)}")
+    return Result("legacy-mode", PASS, f"a bare config is run (both {outcome(bare)})")
+
+
+def outcome(ex: Exchange) -> str:
+    """How a run ended, in words: exit code, message types, error text."""
+    kinds = [str((parse(raw)[0] or {}).get("type")) for _, raw in ex.lines()]
+    acks = read_acks(ex, {})
+    text = f"{ex.ended()}, stdout {' '.join(kinds) or 'empty'}"
+    return text + (f", error {acks.error!r}" if acks.error else "")
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -713,8 +778,9 @@ def _secret_stdin(kit: Kit, command: str, config: dict[str, Any]) -> bytes:
 Rule = Callable[[Kit], Result]
 COMMON: tuple[Rule, ...] = (rule_hello, *(lifecycle_rule(c) for c in LIFECYCLE_COMMANDS), rule_unknown_command, rule_unknown_key)
 RULES: dict[str, tuple[Rule, ...]] = {
-    "input": (*COMMON, rule_legacy_input, rule_run_once, rule_resume, rule_sigterm_input, rule_no_secret),
-    "output": (*COMMON, rule_legacy_output, rule_run_acks, rule_malformed_line, rule_sigterm_output, rule_no_secret),
+    "input": (*COMMON, rule_legacy_input, rule_apply, rule_run_once, rule_resume, rule_sigterm_input, rule_no_secret, rule_destroy_owned),
+    "output": (*COMMON, rule_legacy_output, rule_apply, rule_run_acks, rule_malformed_line, rule_sigterm_output, rule_no_secret,
+               rule_destroy_owned),
 }
 
 
