@@ -25,7 +25,7 @@ case "$envelope" in *[![:space:]]*) ;; *)
 esac
 
 # "command":"plan" -> plan; empty when absent (a bare config object means run)
-command=$(printf '%s\n' "$envelope" | sed -n 's/.*"command"[[:space:]]*:[[:space:]]*"\([a-z]*\)".*/\1/p')
+command=$(printf '%s\n' "$envelope" | sed -n 's/.*"command"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
 
 case "$command" in
 validate | plan | init | status | destroy)
