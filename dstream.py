@@ -184,7 +184,7 @@ def _builtins() -> dict[str, tuple[str, str, str]]:
 
 
 def _session(args: argparse.Namespace) -> Any:
-    from state.backends import open_backend
+    from state.backend import open_backend
     from state.config import find_task_file, load_task
     from state.lifecycle import Session
 
@@ -320,7 +320,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
-    from providers.runner import Pipeline
+    from host.pipeline import Pipeline
     from state.backend import RUN_LOCK
     from state.errors import DstreamError, StateError
     from state.lifecycle import run
@@ -354,7 +354,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _check_run(session: Any, result: Any) -> None:
-    from providers.host import HostError
+    from host.process import HostError
 
     culprit = result.culprit()  # the provider that failed first: an input killed mid-line is not the output's fault
     if culprit == "input":

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from mssql.conftest import start_peer  # noqa: E402
 
-from providers.mssql.catalog import Column, Instance  # noqa: E402
-from providers.mssql.encode import Encoder  # noqa: E402
+from providers.mssql_cdc.catalog import Column, Instance  # noqa: E402
+from providers.mssql_cdc.encode import Encoder  # noqa: E402
 
 TABLE = ("CREATE TABLE dbo.Bench (ID int NOT NULL PRIMARY KEY, Name nvarchar(50) NULL, Email nvarchar(100) NULL, Amount decimal(18,4) NULL, "
          "Created datetime2(7) NULL, Active bit NULL, Score float NULL, Note nvarchar(200) NULL)")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.host import HostError, ProviderProcess, StderrRelay, hello_timeout, seconds_setting, send_envelope, signal_group
+from host.process import HostError, ProviderProcess, StderrRelay, hello_timeout, seconds_setting, send_envelope, signal_group
 from providers.protocol import Envelope
 
 RUN_REPLY_TYPES = frozenset({"checkpoint", "resource", "warning", "error"})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from providers.protocol import Envelope
+from providers.protocol import PROTOCOL_VERSION, Envelope
 
 STDERR_TAIL = 20
 WATCHDOG_TICK = 0.25  # seconds
@@ -224,6 +224,10 @@ def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_me
             if message is None or message["type"] != "hello":
                 _kill(proc)
                 return False
+            if message.get("protocol") != PROTOCOL_VERSION:
+                _kill(proc)
+                raise HostError(f"speaks provider protocol {message.get('protocol')!r}; this dstream speaks {PROTOCOL_VERSION}",
+                                hint="use a provider release for protocol 1, or a dstream that speaks its protocol")
             watchdog.extend(reply_timeout())
             continue
         watchdog.extend()

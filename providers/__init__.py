@@ -5,8 +5,8 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
     "jsonl": ("providers.jsonl", "input", "replays a file of captured change envelopes"),
     "generator": ("providers.generator", "input", "emits synthetic changes as fast as it can"),
     "files": ("providers.files", "output", "appends each stream to its own JSON-lines file"),
-    "mssql-cdc": ("providers.mssql_cdc", "input", "reads SQL Server change data capture tables"),
-    "asb-queues": ("providers.asb_queues", "output", "one Azure Service Bus queue per stream, managed through Resource Manager"),
+    "mssql-cdc": ("providers.mssql_cdc.provider", "input", "reads SQL Server change data capture tables"),
+    "asb-queues": ("providers.asb_queues.provider", "output", "one Azure Service Bus queue per stream, managed through Resource Manager"),
 }
 
 # Environment variables a built-in needs beyond the base set every provider gets

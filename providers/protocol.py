@@ -201,6 +201,7 @@ class DataLine:
     stream: str | None
     position: Any
     is_change: bool
+    envelope: dict[str, Any] | None = None  # the parsed change, for outputs that need its fields
 
 
 def parse_data_line(raw: bytes, lineno: int) -> DataLine:
@@ -222,7 +223,7 @@ def parse_data_line(raw: bytes, lineno: int) -> DataLine:
     stream = obj.get("stream") or (obj.get("metadata") or {}).get("TableName")
     if not stream:
         raise ProtocolError(f"input line {lineno} names no stream (no 'stream' and no metadata.TableName)")
-    return DataLine(lineno, raw, stream, obj.get("position"), True)
+    return DataLine(lineno, raw, str(stream), obj.get("position"), True, obj)
 
 
 class LineReader:

@@ -14,10 +14,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from state.errors import LockedError, StateError
+from state.errors import LockedError, StateError, UsageError
 from state.model import Checkpoints, StateFile
+
+if TYPE_CHECKING:
+    from state.config import BackendSpec
 
 log = logging.getLogger("dstream")
 
@@ -260,3 +264,17 @@ class held:
 
     def __exit__(self, *exc: object) -> None:
         self.locker.unlock(self.name, self.info)
+
+
+def open_backend(spec: BackendSpec, task_directory: Path, task: str) -> Backend:
+    """The backend a task file asks for: the only place that knows every backend (each loads only when chosen)."""
+    if spec.kind == "local":
+        from state.local import DEFAULT_DIRECTORY, local_backend
+
+        directory = Path(spec.settings.get("path") or DEFAULT_DIRECTORY)
+        return local_backend(directory if directory.is_absolute() else task_directory / directory, task)
+    if spec.kind == "azureblob":
+        from state.azure_blob import azure_blob_backend  # the Blob SDK loads only for this backend
+
+        return azure_blob_backend(spec.settings, task)
+    raise UsageError(f"unknown backend {spec.kind!r}")

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from host.pipeline import Pipeline, RunResult
+from host.process import HostError, ProviderProcess, converse
 from providers import ENVIRONMENT
-from providers.host import HostError, ProviderProcess, converse
 from providers.protocol import Envelope
-from providers.runner import Pipeline, RunResult
 from state.backend import STATE_LOCK, Backend, StateManager, held
 from state.config import Task
 from state.errors import ProviderError, StateError

@@ -1,1 +1,1 @@
-"""The asb-queues output provider's parts: settings, management (ARM), lifecycle, delivery (AMQP)."""
+"""The asb-queues output provider: provider (entry point), settings, management (ARM), queue_admin (lifecycle), delivery (AMQP)."""

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from providers import protocol as p
-from providers.asb import messages, settings
-from providers.asb.lifecycle import in_state, recorded_tier, resource
-from providers.asb.management import Management, scrub
+from providers.asb_queues import messages, settings
+from providers.asb_queues.management import Management, scrub
+from providers.asb_queues.queue_admin import in_state, recorded_tier, resource
 
 INBOX = 20_000  # changes waiting per queue before the reader blocks
 DRAIN = 5_000  # changes taken from the inbox per round
@@ -284,7 +284,8 @@ class Delivery:
         return None
 
     def take(self, lineno: int, raw: bytes) -> None:
-        stream, position, envelope = messages.parse(raw, lineno)
+        line = p.parse_data_line(raw, lineno)
+        stream, position, envelope = line.stream, line.position, line.envelope
         if stream is None:
             return
         if envelope is None:  # position-only

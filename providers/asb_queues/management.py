@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from providers import protocol as p
-from providers.asb import settings
+from providers.asb_queues import settings
 
 T = TypeVar("T")
 RETRIES = 8

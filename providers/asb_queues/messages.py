@@ -30,29 +30,6 @@ class Change:
     session_id: str | None
 
 
-def parse(raw: bytes, lineno: int) -> tuple[str | None, Any, dict[str, Any] | None]:
-    """(stream, position, envelope) — envelope None for a position-only or ignorable line. Same rules as protocol.parse_data_line."""
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise p.ProtocolError(f"input line {lineno} is not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise p.ProtocolError(f"input line {lineno} is not a JSON object")
-    kind = obj.get("type")
-    if kind == "position":
-        return obj.get("stream"), obj.get("position"), None
-    if kind is not None:
-        if kind in ("hello", "warning"):
-            return None, None, None
-        raise p.ProtocolError(f"input line {lineno} has unknown message type {kind!r}")
-    if "data" not in obj and "metadata" not in obj:
-        raise p.ProtocolError(f"input line {lineno} is neither a change envelope nor a position")
-    stream = obj.get("stream") or (obj.get("metadata") or {}).get("TableName")
-    if not stream:
-        raise p.ProtocolError(f"input line {lineno} names no stream (no 'stream' and no metadata.TableName)")
-    return str(stream), obj.get("position"), obj
-
-
 def message_id(stream: str, position: Any, metadata: dict[str, Any], raw: bytes) -> str:
     """`<stream>@<position JSON>` when short and plain; otherwise a SHA-256 of it. Without a position: LSN/Seq/operation, else the content."""
     if position is not None:

@@ -14,17 +14,17 @@ import os
 import sys
 
 if __package__ in (None, ""):  # run as a plain script
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from providers import protocol as p
-from providers.asb import delivery, lifecycle
-from providers.asb.settings import FIELDS
+from providers.asb_queues import delivery, queue_admin
+from providers.asb_queues.settings import FIELDS
 
 NAME = "asb-queues"
 VERSION = "1.0.0"
 
-HANDLERS = {"validate": lifecycle.validate, "plan": lifecycle.plan, "init": lifecycle.init,
-            "destroy": lifecycle.destroy, "status": lifecycle.status, "run": delivery.run}
+HANDLERS = {"validate": queue_admin.validate, "plan": queue_admin.plan, "init": queue_admin.init,
+            "destroy": queue_admin.destroy, "status": queue_admin.status, "run": delivery.run}
 
 
 def main() -> int:

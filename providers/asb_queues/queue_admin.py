@@ -15,8 +15,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from providers import protocol as p
-from providers.asb import settings
-from providers.asb.management import Management
+from providers.asb_queues import settings
+from providers.asb_queues.management import Management
 from providers.diff import Diff, Key, SameKey, diff_resources
 
 REPLACE_REASON = "replacing deletes the queue: every message in it is lost"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from providers import protocol as p
-from providers.mssql.config import Settings, is_pattern, matches, stream_name
+from providers.mssql_cdc.config import Settings, is_pattern, matches, stream_name
 
 SQL_DB = "SELECT name, is_cdc_enabled FROM sys.databases WHERE name = DB_NAME()"
 SQL_TABLES = ("SELECT s.name AS schema_name, t.name AS table_name, t.object_id, t.is_tracked_by_cdc "

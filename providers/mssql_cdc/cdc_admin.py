@@ -11,11 +11,11 @@ import datetime as dt
 from typing import Any
 
 from providers import protocol as p
-from providers.mssql import catalog as cat
-from providers.mssql.config import is_pattern, matches, settings, stream_name
-from providers.mssql.db import Database
-from providers.mssql.position import to_json
-from providers.mssql.reader import ident, start_key
+from providers.mssql_cdc import catalog as cat
+from providers.mssql_cdc.config import is_pattern, matches, settings, stream_name
+from providers.mssql_cdc.db import Database
+from providers.mssql_cdc.position import to_json
+from providers.mssql_cdc.reader import ident, start_key
 
 DB_RESOURCE, TABLE_RESOURCE = "cdc-database", "cdc-table"
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from providers import protocol as p
-from providers.mssql.config import Settings, with_driver
-from providers.mssql.values import install_converters
+from providers.mssql_cdc.config import Settings, with_driver
+from providers.mssql_cdc.values import install_converters
 
 LOST_STATES = ("08", "HYT", "01000", "IM")  # communication link, timeouts, FreeTDS's "Unexpected EOF" (01000), driver manager
 

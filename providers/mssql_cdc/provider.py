@@ -1,9 +1,9 @@
 """`mssql-cdc` input: reads SQL Server change data capture tables.
 
-See docs/mssql-cdc.md. The pieces live in providers/mssql/: config (fields,
+See docs/mssql-cdc.md. The pieces live beside this module: config (fields,
 driver choice), catalog (the fixed SQL statements), values (typed JSON),
 position (checkpoints), encode (envelopes), reader (the run loop) and
-lifecycle (validate/plan/init/status/destroy).
+cdc_admin (validate/plan/init/status/destroy: enabling CDC, start positions).
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import os
 import sys
 
 if __package__ in (None, ""):  # run as a plain script
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from providers import protocol as p
-from providers.mssql import lifecycle
-from providers.mssql.config import FIELDS, settings
+from providers.mssql_cdc import cdc_admin
+from providers.mssql_cdc.config import FIELDS, settings
 
 NAME = "mssql-cdc"
 VERSION = "1.0.0"
 
 
 def run(ctx: p.Context) -> None:
-    from providers.mssql.reader import Reader
+    from providers.mssql_cdc.reader import Reader
 
     Reader(ctx, settings(ctx.config)).run()
 
@@ -44,8 +44,8 @@ def database_errors_reported(handler: p.Handler) -> p.Handler:
     return wrapped
 
 
-HANDLERS = {"validate": lifecycle.validate, "plan": database_errors_reported(lifecycle.plan), "init": database_errors_reported(lifecycle.init),
-            "status": database_errors_reported(lifecycle.status), "destroy": database_errors_reported(lifecycle.destroy), "run": run}
+HANDLERS = {"validate": cdc_admin.validate, "plan": database_errors_reported(cdc_admin.plan), "init": database_errors_reported(cdc_admin.init),
+            "status": database_errors_reported(cdc_admin.status), "destroy": database_errors_reported(cdc_admin.destroy), "run": run}
 
 
 def main() -> int:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from providers import protocol as p
-from providers.mssql import catalog as cat
-from providers.mssql.config import Settings
-from providers.mssql.db import Database, is_connection_error
-from providers.mssql.encode import Encoder
-from providers.mssql.position import Identity, Key, dec, from_json, to_json
+from providers.mssql_cdc import catalog as cat
+from providers.mssql_cdc.config import Settings
+from providers.mssql_cdc.db import Database, is_connection_error
+from providers.mssql_cdc.encode import Encoder
+from providers.mssql_cdc.position import Identity, Key, dec, from_json, to_json
 
 SQL_MIN_ONE = "SELECT sys.fn_cdc_get_min_lsn(?) AS min_lsn"
 ZERO = bytes(10)

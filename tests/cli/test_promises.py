@@ -215,3 +215,9 @@ def test_state_push_of_a_bundle_without_state_is_a_usage_error(dstream, tmp_path
 def test_detailed_exitcode_help_tells_the_real_codes() -> None:
     result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "dstream.py"), "plan", "--help"], capture_output=True, text=True)
     assert "errors keep their codes (1, 3, 4, 5)" in " ".join(result.stdout.split()), result.stdout
+
+
+def test_a_provider_speaking_another_protocol_version_is_one_clear_error(dstream, tmp_path: Path) -> None:
+    """Issue 9: the version in hello is negotiated, not ignored."""
+    write_task(tmp_path, "v2", scripted(tmp_path, "input", "protocol_2"), files_output())
+    error_line(dstream("plan", "task.hcl"), 5, "input provider './scripted.py'", "speaks provider protocol 2; this dstream speaks 1")

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from providers import protocol as p
-from providers.mssql import catalog as cat
-from providers.mssql import reader as rd
-from providers.mssql.config import FIELDS, settings
-from providers.mssql.position import Key
+from providers.mssql_cdc import catalog as cat
+from providers.mssql_cdc import reader as rd
+from providers.mssql_cdc.config import FIELDS, settings
+from providers.mssql_cdc.position import Key
 
 LSN = [(0x2A00000100 + i).to_bytes(10, "big") for i in range(10)]
 

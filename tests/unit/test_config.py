@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from providers import BUILTINS
-from state.backends import open_backend
+from state.backend import open_backend
 from state.config import BackendSpec, find_task_file, iter_tasks, load_task
 from state.errors import TaskFileError, UsageError
 

@@ -17,6 +17,7 @@ Config keys (all optional):
   unknown_type         output run: writes {"type": "surprise"}
   slow_exit            output run: ignores SIGTERM (it drains, as outputs do), says so in a file output-ready, takes `seconds` to deliver, then acknowledges
   bad_status           output status: a status message whose resource is a string
+  protocol_2           says hello with protocol 2
 - seconds: for the sleeping behaviours (default 30).
 - count: changes an input emits in run (default 3).
 """
@@ -53,7 +54,7 @@ def main():
     if behaviour == "sleep_before_hello":
         time.sleep(seconds)
     if command != "run":
-        send({"type": "hello", "protocol": 1, "provider": "scripted", "version": "0.0.1"})
+        send({"type": "hello", "protocol": 2 if behaviour == "protocol_2" else 1, "provider": "scripted", "version": "0.0.1"})
         if behaviour == "hang_after_hello":
             time.sleep(seconds)
         if role == "input":
