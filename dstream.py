@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ HELP = {
     "state": "inspect and move state: list, show, pull, push, unlock",
     "providers": "list the built-in providers",
     "version": "print the version",
-    "provider": "run a built-in provider on stdin/stdout (used by dstream itself)",
+    "provider": "run a built-in provider on stdin/stdout (used by dstream itself); 'provider check' checks one against the protocol",
 }
 
 
@@ -53,16 +52,13 @@ class Context:
     """Settings every verb shares, decided once from the global flags."""
 
     colour: bool
-    log_format: str
-
-
-class UsageFailure(Exception):
-    pass
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would exit 2, which means "changes" here
-        raise UsageFailure(f"{self.prog}: {message}")
+        from state.errors import UsageError
+
+        raise UsageError(f"{self.prog}: {message}", hint="see dstream --help")
 
 
 # --- argument parsing ----------------------------------------------------------
@@ -164,7 +160,11 @@ def _add_version(p: Parser) -> None:
 
 
 def _add_provider(p: Parser) -> None:
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the built-in provider to run, or 'check' to check one")
+    p.add_argument("target", metavar="PATH_OR_NAME", nargs="?", help="check: a built-in's name or an executable's path")
+    p.add_argument("--role", choices=["input", "output"], help="check: its role (default: a built-in's own, else told by its validate reply)")
+    p.add_argument("--config", metavar="FILE.json", help="check: the config to test with (default: a built-in's minimal one)")
+    p.add_argument("--json", action="store_true", help="check: one JSON document instead of one line per rule")
     p.set_defaults(run=cmd_provider)
 
 
@@ -320,50 +320,16 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
-    from host.pipeline import Pipeline
     from state.backend import RUN_LOCK
-    from state.errors import DstreamError, StateError
     from state.lifecycle import run
 
     session = _session(args)
+    started = time.monotonic()
     with _lock(session, RUN_LOCK, "run", args.lock_timeout):
-        state = session.manager.read()
-        if state.serial == 0:
-            raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {args.target}")
-        pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: session.relay(label)(line))
-        lost: list[str] = []
-
-        def on_lost(name: str, why: str) -> None:
-            lost.append(why)
-            pipeline.stop()
-
-        session.backend.locker.watch(on_lost)
-        previous = {sig: signal.signal(sig, lambda s, f: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        started = time.monotonic()
-        try:
-            result, checkpoints = run(session, state, args.once, pipeline, interval=float(os.environ.get("DSTREAM_CHECKPOINT_INTERVAL", "1")))
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    if lost:
-        raise StateError(f"lost the run lock ({lost[0]}); stopped the run", hint="another process may be running this task now: see dstream status")
-    _check_run(session, result)
+        result, checkpoints = run(session, args.once, interval=float(os.environ.get("DSTREAM_CHECKPOINT_INTERVAL", "1")))
     how = "stopped on request" if result.stopped else "input caught up" if args.once else "input finished"
     log.info("run %s after %.1fs: %d checkpoints acknowledged; streams at %s", how, time.monotonic() - started, result.acked, json.dumps(checkpoints.positions, sort_keys=True))
     return EXIT_OK
-
-
-def _check_run(session: Any, result: Any) -> None:
-    from host.process import HostError
-
-    culprit = result.culprit()  # the provider that failed first: an input killed mid-line is not the output's fault
-    if culprit == "input":
-        raise session.provider_error("input", HostError(f"exited with code {result.input_code}", stderr_tail=result.input_tail))
-    if culprit == "output":
-        failure = result.failure or HostError(f"exited with code {result.output_code}", stderr_tail=result.output_tail)
-        raise session.provider_error("output", failure)
-    if result.persist_error is not None:
-        raise result.persist_error
 
 
 def _state_for(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -462,10 +428,77 @@ def cmd_provider(args: argparse.Namespace, ctx: Context) -> int:
 
     from state.errors import UsageError
 
+    if args.name == "check":
+        return _check_provider(args)
     builtins = _builtins()
     if args.name not in builtins:
         raise UsageError(f"unknown provider '{args.name}'", hint=f"built-in providers: {', '.join(sorted(builtins))}")
+    if args.target or args.role or args.config or args.json:
+        raise UsageError("PATH_OR_NAME, --role, --config and --json go with 'provider check' only", hint="dstream provider check NAME")
     return int(importlib.import_module(builtins[args.name][0]).main())
+
+
+def _check_provider(args: argparse.Namespace) -> int:
+    """Run the conformance kit (host/check.py): one line per rule; a failed rule is a provider failure."""
+    import tempfile
+
+    from host import check
+    from host.process import HostError
+    from state.errors import ProviderError, UsageError
+
+    if not args.target:
+        raise UsageError("provider check needs PATH_OR_NAME", hint="e.g. dstream provider check files, or ./my-provider --role output")
+    config, directory = _check_config(args.config)
+    with tempfile.TemporaryDirectory(prefix="dstream-check-") as work:
+        try:
+            subject = _check_subject(args, config, directory or Path(work), Path(work))
+            show = None if args.json else (lambda r: _out(f"{r.outcome}  {r.rule:<16} {r.reason}\n"))
+            results = check.check(subject, on_result=show or (lambda r: None))
+        except HostError as exc:
+            raise ProviderError(f"provider {args.target}: {exc.message}") from None
+    if args.json:
+        _out(json.dumps({"provider": subject.name, "role": subject.role, "results": [r.__dict__ for r in results]}, indent=2) + "\n")
+    failed = [r.rule for r in results if r.outcome == check.FAIL]
+    if failed:
+        raise ProviderError(f"provider {subject.name} fails {len(failed)} of {len(results)} conformance rules: {', '.join(failed)}")
+    return EXIT_OK
+
+
+def _check_config(path: str | None) -> tuple[dict[str, Any] | None, Path | None]:
+    """The --config JSON object and its directory (the provider's working directory), or no config."""
+    from state.errors import UsageError
+
+    if path is None:
+        return None, None
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--config {path}: must hold a JSON object (the provider's config)")
+    return config, Path(path).resolve().parent
+
+
+def _check_subject(args: argparse.Namespace, config: dict[str, Any] | None, cwd: Path, work: Path) -> Any:
+    from host import check
+    from host.process import ProviderProcess
+    from providers import ENVIRONMENT
+    from state.errors import UsageError
+    from state.secrets import find_secrets
+
+    builtins = _builtins()
+    secret_values = sorted(find_secrets(config)) if config else []
+    if args.target in builtins:
+        module, role, _ = builtins[args.target]
+        if args.role and args.role != role:
+            raise UsageError(f"{args.target} is an {role} provider, not an {args.role}")
+        process = ProviderProcess.builtin(f"{role}:{args.target}", module, cwd, ENVIRONMENT.get(args.target, ()))
+        return check.builtin_subject(args.target, process, role, work, config, secret_values)
+    path = Path(args.target).resolve()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise UsageError(f"{args.target} is neither a built-in provider nor an executable file", hint=f"built-in providers: {', '.join(sorted(builtins))}")
+    process = ProviderProcess.external(f"{args.role or 'provider'}:{path.name}", path, cwd)
+    return check.external_subject(path, process, args.role, config or {}, secret_values)
 
 
 # --- logging and the one place errors become exit codes -------------------------------
@@ -521,17 +554,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     fmt = "json" if "--log-format=json" in argv or ("--log-format" in argv and "json" in argv) else "text"
     debug = "debug" in argv and any(a.startswith("--log-level") for a in argv)
+    from state.errors import UsageError
+
     try:
         args = build_parser().parse_args(argv)
-    except UsageFailure as exc:
-        _fail(f"{exc} (see dstream --help)", fmt)
+    except UsageError as exc:
+        _fail(str(exc), fmt)
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     _setup_logging(args.log_level, args.log_format)
     colour = not args.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     try:
-        return int(args.run(args, Context(colour, args.log_format)))
+        return int(args.run(args, Context(colour)))
     except KeyboardInterrupt:
         _fail("interrupted", args.log_format)
         return EXIT_INTERRUPTED

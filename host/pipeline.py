@@ -155,7 +155,7 @@ class Pipeline:
                 break
             if message:
                 problem = self._check(message)
-                if problem or message["type"] == "error":  # type: ignore[index]
+                if problem or (isinstance(message, dict) and message["type"] == "error"):
                     self._persist(on_acks, pending, result)  # what it acknowledged before this line holds
                     pending = {}
                 if problem:

@@ -47,7 +47,7 @@ def file_path(config: dict[str, Any], stream: dict[str, Any]) -> str:
         raise p.ProviderFailure(f"file_template is invalid: {exc}", key="file_template") from None
     if not filename or "/" in filename or filename in (".", ".."):
         raise p.ProviderFailure(f"file_template gives an unusable file name {filename!r} for stream {name!r}", key="file_template")
-    return os.path.join(config["directory"], filename)
+    return os.path.join(str(config["directory"]), filename)
 
 
 def desired(ctx: p.Context) -> dict[Key, dict[str, Any]]:

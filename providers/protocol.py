@@ -201,7 +201,7 @@ class DataLine:
     stream: str | None
     position: Any
     is_change: bool
-    envelope: dict[str, Any] | None = None  # the parsed change, for outputs that need its fields
+    envelope: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # the parsed change (raw says the same)
 
 
 def parse_data_line(raw: bytes, lineno: int) -> DataLine:

@@ -9,6 +9,8 @@ shown or logged passes the Redactor.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,7 +21,7 @@ from providers import ENVIRONMENT
 from providers.protocol import Envelope
 from state.backend import STATE_LOCK, Backend, StateManager, held
 from state.config import Task
-from state.errors import ProviderError, StateError
+from state.errors import DstreamError, ProviderError, StateError
 from state.model import Checkpoints, Resource, StateFile
 from state.plan import Change, Drift, Plan, change_from_message, config_digest, drift_from_message
 from state.secrets import SENSITIVE, Redactor, find_secrets, is_secret_key, mask_credentials
@@ -370,11 +372,37 @@ def status(session: Session, state: StateFile, locks: dict[str, Any]) -> dict[st
     }
 
 
-def run(session: Session, state: StateFile, once: bool, pipeline: Pipeline, interval: float = 1.0) -> tuple[RunResult, Checkpoints]:
-    """Stream until the input stops. Caller holds the run lock; checkpoints are persisted as acked.
+def run(session: Session, once: bool, interval: float = 1.0) -> tuple[RunResult, Checkpoints]:
+    """The run verb: stream until the input stops, then fail as the provider that failed first.
 
-    Each write merges the acked positions into the stored checkpoints (compare
-    and swap), so a start position that init records meanwhile survives."""
+    Caller holds the run lock. SIGINT/SIGTERM stop the run cleanly; losing the
+    run lock stops it too. Checkpoints are persisted as acked, each write
+    merging the acked positions into the stored ones (compare and swap), so a
+    start position recorded meanwhile survives."""
+    state = session.manager.read()
+    if state.serial == 0:
+        raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {os.path.relpath(session.task.file)}")
+    pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: session.relay(label)(line))
+    lost: list[str] = []
+
+    def on_lost(name: str, why: str) -> None:
+        lost.append(why)
+        pipeline.stop()
+
+    session.backend.locker.watch(on_lost)
+    previous = {sig: signal.signal(sig, lambda s, f: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result, checkpoints = _stream(session, state, once, pipeline, interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if lost:
+        raise StateError(f"lost the run lock ({lost[0]}); stopped the run", hint="another process may be running this task now: see dstream status")
+    _check_run(session, result)
+    return result, checkpoints
+
+
+def _stream(session: Session, state: StateFile, once: bool, pipeline: Pipeline, interval: float) -> tuple[RunResult, Checkpoints]:
     checkpoints = session.manager.checkpoints()
     source = session.envelope("input", "run", state, state.streams, checkpoints=dict(checkpoints.positions), once=once)
     sink = session.envelope("output", "run", state, state.streams, once=once)
@@ -394,3 +422,13 @@ def run(session: Session, state: StateFile, once: bool, pipeline: Pipeline, inte
     except HostError as exc:  # a provider that could not start
         raise session.provider_error(exc.role or "input", exc) from None
     return result, checkpoints
+
+
+def _check_run(session: Session, result: RunResult) -> None:
+    culprit = result.culprit()  # the provider that failed first: an input killed mid-line is not the output's fault
+    if culprit == "input":
+        raise session.provider_error("input", HostError(f"exited with code {result.input_code}", stderr_tail=result.input_tail))
+    if culprit == "output":
+        raise session.provider_error("output", result.failure or HostError(f"exited with code {result.output_code}", stderr_tail=result.output_tail))
+    if result.persist_error is not None:
+        raise result.persist_error

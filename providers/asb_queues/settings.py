@@ -233,7 +233,7 @@ def session_mode(config: Mapping[str, Any]) -> str:
     mode = config["session_id"].strip().lower().replace(" ", "_").replace("-", "_")
     if mode not in SESSION_MODES:
         raise p.ProviderFailure(f"session_id must be one of none, table, primary_key, not {config['session_id']!r}", key="session_id")
-    return mode
+    return str(mode)
 
 
 def attributes(config: Mapping[str, Any], queue: str, tier: str) -> dict[str, Any]:

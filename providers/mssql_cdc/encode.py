@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from providers import protocol as p
 from providers.mssql_cdc.catalog import Instance
 from providers.mssql_cdc.position import Key
-from providers.mssql_cdc.values import Formatter, _bool, _int, _str, encode_basestring, formatter, is_lob
+from providers.mssql_cdc.values import Formatter, _bool, _int, _str, formatter, is_lob
 
 OPS = {1: "Delete", 2: "Insert", 4: "Update"}
 VALUES_AT = 5  # page rows: lsn, seqval, operation, command_id, update_mask, captured columns...
