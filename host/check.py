@@ -24,7 +24,6 @@ from typing import Any
 
 from host.process import ProviderProcess, signal_group
 from providers.protocol import LIFECYCLE_COMMANDS, Envelope
-from state.secrets import is_secret_key
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 TASK = "dstream-check"
@@ -726,15 +725,9 @@ def outcome(ex: Exchange) -> str:
 # --- secrets ---------------------------------------------------------------------------------
 
 
-def secret_needles(config: Any, key: str = "") -> tuple[str, ...]:
-    """The secret values of a config: values under secret keys, and the key parts of connection strings."""
-    if isinstance(config, dict):
-        return tuple(n for k, v in config.items() for n in secret_needles(v, str(k)))
-    if isinstance(config, list):
-        return tuple(n for item in config for n in secret_needles(item, key))
-    if isinstance(config, str) and is_secret_key(key) and len(config) >= 6:
-        return (config, *(m.strip() for m in CREDENTIAL_PART.findall(config) if len(m.strip()) >= 6))
-    return ()
+def secret_needles(values: Iterable[str]) -> tuple[str, ...]:
+    """What must never be echoed: each secret value, and the key parts of connection strings among them."""
+    return tuple(n for v in values for n in (v, *(m.strip() for m in CREDENTIAL_PART.findall(v) if len(m.strip()) >= 6)))
 
 
 def rule_no_secret(kit: Kit) -> Result:
@@ -754,7 +747,8 @@ def _secret_config(kit: Kit) -> tuple[dict[str, Any], tuple[str, ...], str]:
     """The config to test with, its secrets, and which key holds them (or why there is none)."""
     subject = kit.subject
     if subject.secret_needles:
-        return subject.config, subject.secret_needles, f"secret key {subject.secret_key!r}"
+        what = f"secret key {subject.secret_key!r}" if subject.secret_key else "its config's secret values"
+        return subject.config, subject.secret_needles, what
     if subject.builtin:
         return subject.config, (), "it has no secret config key"
     token = "dstream-check-" + secrets.token_hex(12)
@@ -798,11 +792,12 @@ def check(subject: Subject, on_result: Callable[[Result], None] = lambda r: None
 # --- what to check -------------------------------------------------------------------------------
 
 
-def builtin_subject(name: str, process: ProviderProcess, role: str, workdir: Path, config: dict[str, Any] | None) -> Subject:
-    """A built-in, with the given config or its documented minimal one (made in `workdir`)."""
+def builtin_subject(name: str, process: ProviderProcess, role: str, workdir: Path, config: dict[str, Any] | None,
+                    secret_values: Iterable[str] = ()) -> Subject:
+    """A built-in, with the given config (whose secrets the caller names) or its documented minimal one (made in `workdir`)."""
     secret_key = SECRET_KEYS.get(name)
     if config is not None:
-        return Subject(name, process, role, config, builtin=True, secret_key=secret_key, secret_needles=secret_needles(config))
+        return Subject(name, process, role, config, builtin=True, secret_key=secret_key, secret_needles=secret_needles(secret_values))
     token = "dstream-check-" + secrets.token_hex(12)
     make = MINIMAL_CONFIGS.get(name, lambda w, t: ({}, None, False))
     config, follow, needs_server = make(workdir, token)
@@ -810,10 +805,10 @@ def builtin_subject(name: str, process: ProviderProcess, role: str, workdir: Pat
     return Subject(name, process, role, config, follow, True, secret_key, needs_server, needles)
 
 
-def external_subject(path: Path, process: ProviderProcess, role: str | None, config: dict[str, Any]) -> Subject:
+def external_subject(path: Path, process: ProviderProcess, role: str | None, config: dict[str, Any], secret_values: Iterable[str] = ()) -> Subject:
     """Any executable; without a role, its validate reply tells (an input reports streams or writes data)."""
-    subject = Subject(str(path), process, role or "output", config, secret_needles=secret_needles(config),
-                      secret_key="a secret key" if secret_needles(config) else None)
+    needles = secret_needles(secret_values)
+    subject = Subject(str(path), process, role or "output", config, secret_needles=needles)
     if role is not None:
         return subject
     validate = talk(subject, envelope(subject, "validate", streams=()))
