@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -53,16 +52,13 @@ class Context:
     """Settings every verb shares, decided once from the global flags."""
 
     colour: bool
-    log_format: str
-
-
-class UsageFailure(Exception):
-    pass
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse would exit 2, which means "changes" here
-        raise UsageFailure(f"{self.prog}: {message}")
+        from state.errors import UsageError
+
+        raise UsageError(f"{self.prog}: {message}", hint="see dstream --help")
 
 
 # --- argument parsing ----------------------------------------------------------
@@ -324,50 +320,16 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
-    from host.pipeline import Pipeline
     from state.backend import RUN_LOCK
-    from state.errors import DstreamError, StateError
     from state.lifecycle import run
 
     session = _session(args)
+    started = time.monotonic()
     with _lock(session, RUN_LOCK, "run", args.lock_timeout):
-        state = session.manager.read()
-        if state.serial == 0:
-            raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {args.target}")
-        pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: session.relay(label)(line))
-        lost: list[str] = []
-
-        def on_lost(name: str, why: str) -> None:
-            lost.append(why)
-            pipeline.stop()
-
-        session.backend.locker.watch(on_lost)
-        previous = {sig: signal.signal(sig, lambda s, f: pipeline.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        started = time.monotonic()
-        try:
-            result, checkpoints = run(session, state, args.once, pipeline, interval=float(os.environ.get("DSTREAM_CHECKPOINT_INTERVAL", "1")))
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    if lost:
-        raise StateError(f"lost the run lock ({lost[0]}); stopped the run", hint="another process may be running this task now: see dstream status")
-    _check_run(session, result)
+        result, checkpoints = run(session, args.once, interval=float(os.environ.get("DSTREAM_CHECKPOINT_INTERVAL", "1")))
     how = "stopped on request" if result.stopped else "input caught up" if args.once else "input finished"
     log.info("run %s after %.1fs: %d checkpoints acknowledged; streams at %s", how, time.monotonic() - started, result.acked, json.dumps(checkpoints.positions, sort_keys=True))
     return EXIT_OK
-
-
-def _check_run(session: Any, result: Any) -> None:
-    from host.process import HostError
-
-    culprit = result.culprit()  # the provider that failed first: an input killed mid-line is not the output's fault
-    if culprit == "input":
-        raise session.provider_error("input", HostError(f"exited with code {result.input_code}", stderr_tail=result.input_tail))
-    if culprit == "output":
-        failure = result.failure or HostError(f"exited with code {result.output_code}", stderr_tail=result.output_tail)
-        raise session.provider_error("output", failure)
-    if result.persist_error is not None:
-        raise result.persist_error
 
 
 def _state_for(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -592,17 +554,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     fmt = "json" if "--log-format=json" in argv or ("--log-format" in argv and "json" in argv) else "text"
     debug = "debug" in argv and any(a.startswith("--log-level") for a in argv)
+    from state.errors import UsageError
+
     try:
         args = build_parser().parse_args(argv)
-    except UsageFailure as exc:
-        _fail(f"{exc} (see dstream --help)", fmt)
+    except UsageError as exc:
+        _fail(str(exc), fmt)
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     _setup_logging(args.log_level, args.log_format)
     colour = not args.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     try:
-        return int(args.run(args, Context(colour, args.log_format)))
+        return int(args.run(args, Context(colour)))
     except KeyboardInterrupt:
         _fail("interrupted", args.log_format)
         return EXIT_INTERRUPTED
