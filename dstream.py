@@ -191,7 +191,36 @@ def _session(args: argparse.Namespace) -> Any:
     path, name = find_task_file(args.target, args.config)
     task = load_task(path, args.task or name, _builtins())
     backend = open_backend(task.backend, task.directory, task.name)
-    return Session.open(task, backend, __version__, _builtins(), _provider_log)
+    return Session.open(task, backend, __version__, _builtins(), _provider_log, settings().timeouts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """dstream's tunables from the environment, read here and nowhere else (README: Environment variables)."""
+
+    timeouts: Any
+    checkpoint_interval: float
+
+
+def settings(environ: dict[str, str] | None = None) -> Settings:
+    from host.process import Timeouts
+    from state.errors import UsageError
+
+    env = os.environ if environ is None else environ
+
+    def seconds(name: str, default: float) -> float:
+        text = env.get(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = duration(text)
+        except argparse.ArgumentTypeError:
+            raise UsageError(f"{name}={text!r} is not a duration", hint="use e.g. 30, 30s, 5m") from None
+        return value
+
+    timeouts = Timeouts(hello=seconds("DSTREAM_HELLO_TIMEOUT", Timeouts.hello), reply=seconds("DSTREAM_PROVIDER_TIMEOUT", Timeouts.reply),
+                        stop_grace=seconds("DSTREAM_STOP_GRACE", Timeouts.stop_grace))
+    return Settings(timeouts, seconds("DSTREAM_CHECKPOINT_INTERVAL", 1.0))
 
 
 def _provider_log(label: str, line: str) -> None:
@@ -326,7 +355,7 @@ def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     session = _session(args)
     started = time.monotonic()
     with _lock(session, RUN_LOCK, "run", args.lock_timeout):
-        result, checkpoints = run(session, args.once, interval=float(os.environ.get("DSTREAM_CHECKPOINT_INTERVAL", "1")))
+        result, checkpoints = run(session, args.once, interval=settings().checkpoint_interval)
     how = "stopped on request" if result.stopped else "input caught up" if args.once else "input finished"
     log.info("run %s after %.1fs: %d checkpoints acknowledged; streams at %s", how, time.monotonic() - started, result.acked, json.dumps(checkpoints.positions, sort_keys=True))
     return EXIT_OK

@@ -21,15 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.process import HostError, ProviderProcess, StderrRelay, hello_timeout, seconds_setting, send_envelope, signal_group
+from host.process import HostError, ProviderProcess, StderrRelay, send_envelope, signal_group
 from providers.protocol import Envelope
 
 RUN_REPLY_TYPES = frozenset({"checkpoint", "resource", "warning", "error"})
-
-
-def stop_grace() -> float:
-    """Seconds an input gets to stop after SIGTERM before it is killed."""
-    return seconds_setting("DSTREAM_STOP_GRACE", 30.0)
 
 
 @dataclass
@@ -96,7 +91,7 @@ class Pipeline:
         if self._input is not None and self._input.poll() is None:
             signal_group(self._input, signal.SIGTERM)
             if first:
-                threading.Thread(target=_kill_after, args=(self._input, stop_grace()), daemon=True).start()
+                threading.Thread(target=_kill_after, args=(self._input, self.source.timeouts.stop_grace), daemon=True).start()
 
     def run(self, input_envelope: Envelope, output_envelope: Envelope, on_acks: Callable[[dict[str, Any]], None], interval: float = 1.0,
             on_resource: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
@@ -109,7 +104,7 @@ class Pipeline:
         role = "output"
         try:
             output = self.sink.start(read_end, subprocess.PIPE)
-            _write_first_line(output, write_end, output_envelope)
+            _write_first_line(output, write_end, output_envelope, self.sink.timeouts.hello)
             role = "input"
             self._input = self.source.start(subprocess.PIPE, write_end)
         except HostError as exc:
@@ -133,7 +128,7 @@ class Pipeline:
         output_exit.join()
         if result.output.code != 0:
             self.stop()
-        input_exit.join(stop_grace())
+        input_exit.join(self.source.timeouts.stop_grace)
         if input_exit.is_alive():  # it closed its stdout but does not exit
             signal_group(self._input, signal.SIGKILL)
             input_exit.join()
@@ -221,7 +216,7 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _write_first_line(output: subprocess.Popen[bytes], write_end: int, envelope: Envelope) -> None:
+def _write_first_line(output: subprocess.Popen[bytes], write_end: int, envelope: Envelope, timeout: float) -> None:
     """The output's envelope goes into the pipe before the input starts; an output that does not read it is killed."""
     data = envelope.to_json().encode() + b"\n"
     done = threading.Event()
@@ -236,10 +231,10 @@ def _write_first_line(output: subprocess.Popen[bytes], write_end: int, envelope:
         done.set()
 
     threading.Thread(target=write, daemon=True).start()
-    if not done.wait(hello_timeout()):
+    if not done.wait(timeout):
         signal_group(output, signal.SIGKILL)
         done.wait(5)
-        raise HostError(f"did not read its envelope within {hello_timeout():g}s; it was killed",
+        raise HostError(f"did not read its envelope within {timeout:g}s; it was killed",
                         hint="raise DSTREAM_HELLO_TIMEOUT (seconds) if it is only slow")
 
 

@@ -36,22 +36,16 @@ BASE_ENVIRONMENT = (
 )
 
 
-def seconds_setting(name: str, default: float) -> float:
-    """A timeout from the environment (e.g. DSTREAM_HELLO_TIMEOUT=60), read when used."""
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
+@dataclass(frozen=True)
+class Timeouts:
+    """How long dstream waits on a provider (seconds). The CLI reads them from DSTREAM_* variables."""
+
+    hello: float = 30.0  # from start to the first line (hello); also to read its envelope
+    reply: float = 300.0  # silence (no stdout or stderr line) allowed after hello
+    stop_grace: float = 30.0  # from SIGTERM to SIGKILL when a run stops
 
 
-def hello_timeout() -> float:
-    """Seconds a provider has to write its first line (hello) after it starts."""
-    return seconds_setting("DSTREAM_HELLO_TIMEOUT", 30.0)
-
-
-def reply_timeout() -> float:
-    """Seconds a lifecycle provider may stay silent (no stdout or stderr line) after hello."""
-    return seconds_setting("DSTREAM_PROVIDER_TIMEOUT", 300.0)
+DEFAULT_TIMEOUTS = Timeouts()
 
 
 def provider_environment(names: tuple[str, ...], source: Mapping[str, str]) -> dict[str, str]:
@@ -83,14 +77,16 @@ class ProviderProcess:
     cwd: Path
     environment: tuple[str, ...] = BASE_ENVIRONMENT  # the variables it may see
     keep_fds: tuple[int, ...] = ()  # held lock files: a provider outliving dstream keeps the lock
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
 
     @classmethod
-    def builtin(cls, label: str, module: str, cwd: Path, environment: tuple[str, ...] = (), keep_fds: tuple[int, ...] = ()) -> ProviderProcess:
-        return cls(label, (sys.executable, "-m", module), cwd, BASE_ENVIRONMENT + environment, keep_fds)
+    def builtin(cls, label: str, module: str, cwd: Path, environment: tuple[str, ...] = (), keep_fds: tuple[int, ...] = (),
+                timeouts: Timeouts = DEFAULT_TIMEOUTS) -> ProviderProcess:
+        return cls(label, (sys.executable, "-m", module), cwd, BASE_ENVIRONMENT + environment, keep_fds, timeouts)
 
     @classmethod
-    def external(cls, label: str, executable: Path, cwd: Path, keep_fds: tuple[int, ...] = ()) -> ProviderProcess:
-        return cls(label, (str(executable),), cwd, BASE_ENVIRONMENT, keep_fds)
+    def external(cls, label: str, executable: Path, cwd: Path, keep_fds: tuple[int, ...] = (), timeouts: Timeouts = DEFAULT_TIMEOUTS) -> ProviderProcess:
+        return cls(label, (str(executable),), cwd, BASE_ENVIRONMENT, keep_fds, timeouts)
 
     def start(self, stdin: Any, stdout: Any) -> subprocess.Popen[bytes]:
         env = provider_environment(self.environment, os.environ)
@@ -172,7 +168,7 @@ def converse(process: ProviderProcess, envelope: Envelope, on_message: Callable[
     on failure, including a provider silent for longer than its timeout.
     """
     proc = process.start(subprocess.PIPE, subprocess.PIPE)
-    watchdog = Watchdog(proc, hello_timeout())
+    watchdog = Watchdog(proc, process.timeouts.hello)
     relay = StderrRelay(proc.stderr, on_log, on_line=watchdog.extend)
     relay.start()
     watchdog.start()
@@ -228,7 +224,7 @@ def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_me
                 _kill(proc)
                 raise HostError(f"speaks provider protocol {message.get('protocol')!r}; this dstream speaks {PROTOCOL_VERSION}",
                                 hint="use a provider release for protocol 1, or a dstream that speaks its protocol")
-            watchdog.extend(reply_timeout())
+            watchdog.extend(process.timeouts.reply)
             continue
         watchdog.extend()
         if message is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from host.pipeline import Pipeline, RunResult
-from host.process import HostError, ProviderProcess, converse
+from host.process import DEFAULT_TIMEOUTS, HostError, ProviderProcess, Timeouts, converse
 from providers import ENVIRONMENT
 from providers.protocol import Envelope
 from state.backend import STATE_LOCK, Backend, StateManager, held
@@ -40,11 +40,13 @@ class Session:
     redactor: Redactor
     builtins: dict[str, tuple[str, str, str]]
     on_log: LogSink
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
 
     @classmethod
-    def open(cls, task: Task, backend: Backend, version: str, builtins: dict[str, tuple[str, str, str]], on_log: LogSink) -> Session:
+    def open(cls, task: Task, backend: Backend, version: str, builtins: dict[str, tuple[str, str, str]], on_log: LogSink,
+             timeouts: Timeouts = DEFAULT_TIMEOUTS) -> Session:
         secrets = find_secrets(task.input.config) | find_secrets(task.output.config) | find_secrets(task.backend.settings)
-        return cls(task, backend, StateManager(backend.store, task.name, version), Redactor(secrets), builtins, on_log)
+        return cls(task, backend, StateManager(backend.store, task.name, version), Redactor(secrets), builtins, on_log, timeouts)
 
     def process(self, role: str) -> ProviderProcess:
         """How to start a provider. It inherits the locks held now, so it holds them until it exits, even past dstream."""
@@ -52,8 +54,8 @@ class Session:
         label = f"{role}:{spec.name}"
         keep = tuple(self.backend.locker.held_fds())
         if spec.executable is not None:
-            return ProviderProcess.external(label, spec.executable, self.task.directory, keep_fds=keep)
-        return ProviderProcess.builtin(label, self.builtins[spec.name][0], self.task.directory, ENVIRONMENT.get(spec.name, ()), keep_fds=keep)
+            return ProviderProcess.external(label, spec.executable, self.task.directory, keep, self.timeouts)
+        return ProviderProcess.builtin(label, self.builtins[spec.name][0], self.task.directory, ENVIRONMENT.get(spec.name, ()), keep, self.timeouts)
 
     def envelope(self, role: str, command: str, state: StateFile, streams: tuple[dict[str, Any], ...], **extra: Any) -> Envelope:
         return Envelope(

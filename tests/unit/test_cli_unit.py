@@ -154,3 +154,14 @@ def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for verb, text in dstream.HELP.items():
         assert re.search(rf"^\s+{verb}\s+{re.escape(text[:30])}", out, re.M), verb
+
+
+def test_settings_come_from_the_environment_in_one_place() -> None:
+    import dstream
+    from state.errors import UsageError
+
+    assert dstream.settings({}).timeouts.hello == 30.0 and dstream.settings({}).checkpoint_interval == 1.0
+    got = dstream.settings({"DSTREAM_HELLO_TIMEOUT": "2", "DSTREAM_PROVIDER_TIMEOUT": "5m", "DSTREAM_STOP_GRACE": "250ms", "DSTREAM_CHECKPOINT_INTERVAL": "3s"})
+    assert (got.timeouts.hello, got.timeouts.reply, got.timeouts.stop_grace, got.checkpoint_interval) == (2.0, 300.0, 0.25, 3.0)
+    with pytest.raises(UsageError, match="DSTREAM_STOP_GRACE"):
+        dstream.settings({"DSTREAM_STOP_GRACE": "soon"})
