@@ -37,9 +37,6 @@ class Diff:
     drift: list[dict[str, Any]] = field(default_factory=list)
     unmanaged: list[Key] = field(default_factory=list)  # exist live, not in state
 
-    def by_action(self, action: str) -> list[dict[str, Any]]:
-        return [c for c in self.changes if c["action"] == action]
-
 
 def diff_resources(
     desired: Mapping[Key, Attrs],

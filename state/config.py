@@ -466,10 +466,3 @@ def _scalar(text: str) -> Any:
     except ValueError:
         return text
     return value if isinstance(value, (int, float, bool)) else text
-
-
-def iter_tasks(file: Path) -> Iterator[str]:
-    """Names of the tasks in a file (for listings); no validation beyond parsing."""
-    text, templates = _extract_templates(_read(file), file)
-    for block in _parse_document(text, file, templates)[0].get("task", []):
-        yield from block

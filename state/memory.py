@@ -6,7 +6,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 
-from state.backend import ANY, Backend, Blob, LockInfo
+from state.backend import ANY, Blob, LockInfo
 from state.errors import StateError
 
 
@@ -70,7 +70,3 @@ class MemoryLocker:
             if holder is None or holder.id != lock_id:
                 raise StateError(f"lock ID {lock_id} does not match the current {name} lock")
             del self.locks[name]
-
-
-def memory_backend() -> Backend:
-    return Backend(MemoryStore(), MemoryLocker(), "memory")

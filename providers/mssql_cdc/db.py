@@ -21,15 +21,6 @@ def is_connection_error(exc: Exception) -> bool:
                                                                     "server closed the connection", "timeout expired"))
 
 
-def sql_error_number(exc: Exception) -> int | None:
-    """SQL Server's message number from a driver error text ('... (208) (SQLExecDirectW)')."""
-    import re
-
-    text = " ".join(str(a) for a in exc.args)
-    m = re.search(r"\((\d{3,6})\)\s*\(SQL\w+\)", text)
-    return int(m.group(1)) if m else None
-
-
 class Database:
     def __init__(self, settings: Settings, log: Callable[[str], None]):
         self.settings = settings
