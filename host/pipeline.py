@@ -10,7 +10,6 @@ of state.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -22,9 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host.process import HostError, ProviderProcess, StderrRelay, send_envelope, signal_group
-from providers.protocol import Envelope
-
-RUN_REPLY_TYPES = frozenset({"checkpoint", "resource", "warning", "error"})
+from providers.protocol import RUN_REPLY_TYPES, Envelope, ProtocolError, parse_reply
 
 
 @dataclass
@@ -143,53 +140,45 @@ class Pipeline:
         flushed = time.monotonic()
         while True:
             try:
-                lineno, message = acks.get(timeout=interval)
+                lineno, raw = acks.get(timeout=interval)
             except queue.Empty:
-                lineno, message = 0, {}
-            if message is None:  # EOF
+                lineno, raw = 0, b""
+            if raw is None:  # EOF
                 break
-            if message:
-                problem = self._check(message)
-                if problem or (isinstance(message, dict) and message["type"] == "error"):
-                    self._persist(on_acks, pending, result)  # what it acknowledged before this line holds
-                    pending = {}
-                if problem:
-                    self._fail(output, result, HostError(f"broke the protocol: stdout line {lineno} {problem}",
-                                                         line=message if isinstance(message, bytes) else None))
-                elif message["type"] == "checkpoint":
-                    pending[message["stream"]] = message["position"]
-                    result.acked += 1
-                elif message["type"] == "resource" and self._on_resource is not None:
-                    self._deliver(self._on_resource, message, result)
-                elif message["type"] == "error":
-                    self._fail(output, result, HostError(str(message.get("message")), hint=_text(message.get("hint")), key=_text(message.get("key"))))
-                elif message["type"] == "warning":
-                    self.on_log(self.sink.label, f"warning: {message.get('message')}")
+            message, problem = self._check(raw) if raw else (None, "")
+            if problem or (message is not None and message["type"] == "error"):
+                self._persist(on_acks, pending, result)  # what it acknowledged before this line holds
+                pending = {}
+            if problem:
+                self._fail(output, result, HostError(f"broke the protocol: stdout line {lineno} {problem}", line=raw))
+            elif message is None:
+                pass
+            elif message["type"] == "checkpoint":
+                pending[message["stream"]] = message["position"]
+                result.acked += 1
+            elif message["type"] == "resource" and self._on_resource is not None:
+                self._deliver(self._on_resource, message, result)
+            elif message["type"] == "error":
+                self._fail(output, result, HostError(message["message"], hint=message.get("hint"), key=message.get("key")))
+            elif message["type"] == "warning":
+                self.on_log(self.sink.label, f"warning: {message['message']}")
             if pending and time.monotonic() - flushed >= interval:
                 self._persist(on_acks, pending, result)
                 pending, flushed = {}, time.monotonic()
         if pending:
             self._persist(on_acks, pending, result)
 
-    def _check(self, message: dict[str, Any] | bytes) -> str:
-        """What is wrong with a line from the output, or "" (docs/protocol.md, "Invalid acks")."""
-        if isinstance(message, bytes):
-            return "is not a JSON object"
-        kind = message.get("type")
-        if kind not in RUN_REPLY_TYPES:
-            return f"has unknown message type {kind!r}"
-        if kind == "checkpoint":
-            stream = message.get("stream")
-            if not isinstance(stream, str) or stream not in self._streams:
-                return f"acknowledges unknown stream {stream!r}"
-            if message.get("position") is None:
-                return f"acknowledges stream {stream!r} without a position"
-        if kind == "resource":
-            resource = message.get("resource")
-            if not isinstance(resource, dict) or not isinstance(resource.get("name"), str):
-                return "has a resource that is not an object with a name"
-            self._streams.add(resource["name"])  # made on demand for a new stream: its acks follow
-        return ""
+    def _check(self, raw: bytes) -> tuple[dict[str, Any] | None, str]:
+        """The output's line and what is wrong with it, or "" (docs/protocol.md, "Invalid acks")."""
+        try:
+            message = parse_reply(raw, RUN_REPLY_TYPES)
+        except ProtocolError as exc:
+            return None, str(exc)
+        if message["type"] == "checkpoint" and message["stream"] not in self._streams:
+            return None, f"acknowledges unknown stream {message['stream']!r}"
+        if message["type"] == "resource":
+            self._streams.add(message["resource"]["name"])  # made on demand for a new stream: its acks follow
+        return message, ""
 
     def _fail(self, output: subprocess.Popen[bytes], result: RunResult, failure: HostError) -> None:
         """The output is not to be trusted any more: stop both, persist nothing after this line."""
@@ -210,10 +199,6 @@ class Pipeline:
         except Exception as exc:
             result.persist_error = exc
             self.stop()
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _write_first_line(output: subprocess.Popen[bytes], write_end: int, envelope: Envelope, timeout: float) -> None:
@@ -261,11 +246,6 @@ def _read_acks(output: subprocess.Popen[bytes], sink: queue.Queue[Any]) -> None:
     assert output.stdout is not None
     lineno = 0
     for lineno, raw in enumerate(output.stdout, start=1):
-        if not raw.strip():
-            continue  # blank lines are ignored (docs/protocol.md)
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            message = None
-        sink.put((lineno, message if isinstance(message, dict) else bytes(raw.strip())))
+        if raw.strip():  # blank lines are ignored (docs/protocol.md)
+            sink.put((lineno, bytes(raw)))
     sink.put((lineno + 1, None))

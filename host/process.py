@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from providers.protocol import PROTOCOL_VERSION, Envelope
+from providers.protocol import PROTOCOL_VERSION, Envelope, ProtocolError, parse_reply
 
 STDERR_TAIL = 20
 WATCHDOG_TICK = 0.25  # seconds
-REPLY_TYPES = frozenset({"hello", "streams", "change", "drift", "resource", "status", "checkpoint", "warning", "error"})
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 # What every provider gets of dstream's environment: nothing that could hold another
 # provider's secret. Built-ins add what they need (providers.ENVIRONMENT); configs carry the rest.
@@ -211,48 +210,46 @@ def send_envelope(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
 
 
 def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_message: Callable[[dict[str, Any]], None], watchdog: Watchdog, relay: StderrRelay) -> bool:
-    """True for a protocol-v1 provider, False for a legacy one (which is then stopped)."""
+    """True for a protocol-v1 provider, False for a legacy one (which is then stopped).
+
+    Every line after hello passes the contract's strict parser; the first one
+    that does not is a protocol error naming the line."""
     assert proc.stdout is not None
     lineno = 0
     for lineno, raw in enumerate(proc.stdout, start=1):
-        message, problem = _parse_reply(raw)
-        if lineno == 1:
-            if message is None or message["type"] != "hello":
-                _kill(proc)
-                return False
-            if message.get("protocol") != PROTOCOL_VERSION:
-                _kill(proc)
-                raise HostError(f"speaks provider protocol {message.get('protocol')!r}; this dstream speaks {PROTOCOL_VERSION}",
-                                hint="use a provider release for protocol 1, or a dstream that speaks its protocol")
-            watchdog.extend(process.timeouts.reply)
-            continue
-        watchdog.extend()
-        if message is None:
+        if lineno == 1 and not _says_hello(raw):
             _kill(proc)
-            raise HostError(f"broke the protocol: stdout line {lineno} {problem}", stderr_tail=list(relay.tail), line=raw)
+            return False
+        watchdog.extend(process.timeouts.reply)
+        try:
+            message = parse_reply(raw)
+        except ProtocolError as exc:
+            _kill(proc)
+            raise HostError(f"broke the protocol: stdout line {lineno} {exc}", stderr_tail=list(relay.tail), line=raw) from None
+        if lineno == 1:  # a hello (_says_hello): its version decides
+            if message["protocol"] != PROTOCOL_VERSION:
+                _kill(proc)
+                raise HostError(f"speaks provider protocol {message['protocol']!r}; this dstream speaks {PROTOCOL_VERSION}",
+                                hint="use a provider release for protocol 1, or a dstream that speaks its protocol")
+            continue
+        if message["type"] == "hello":
+            _kill(proc)
+            raise HostError(f"broke the protocol: stdout line {lineno} is a second hello", stderr_tail=list(relay.tail))
         if message["type"] == "error":
             proc.wait()
-            raise HostError(str(message.get("message", "failed")), hint=_text(message.get("hint")), key=_text(message.get("key")), stderr_tail=list(relay.tail))
+            raise HostError(message["message"] or "failed", hint=message.get("hint"), key=message.get("key"), stderr_tail=list(relay.tail))
         on_message(message)
     # nothing at all: legacy when it exited cleanly (a timeout is reported by the caller)
     return lineno > 0 or proc.wait() != 0
 
 
-def _parse_reply(raw: bytes) -> tuple[dict[str, Any] | None, str]:
-    """A known protocol message, or None and what is wrong with the line."""
+def _says_hello(raw: bytes) -> bool:
+    """Whether a first line is a hello at all (anything else marks a legacy provider)."""
     try:
         message = json.loads(raw)
     except ValueError:
-        return None, "is not JSON"
-    if not isinstance(message, dict):
-        return None, "is not a JSON object"
-    if message.get("type") not in REPLY_TYPES:
-        return None, f"has unknown message type {message.get('type')!r}"
-    return message, ""
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+        return False
+    return isinstance(message, dict) and message.get("type") == "hello"
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

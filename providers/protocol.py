@@ -159,6 +159,95 @@ def warning_message(message: str) -> dict[str, Any]:
     return {"type": "warning", "message": message}
 
 
+# --- the strict parser: what dstream accepts from a provider ----------------------
+
+CHANGE_ACTIONS = ("create", "update", "replace", "delete", "adopt")
+RESOURCE_ACTIONS = ("created", "updated", "deleted")
+LIFECYCLE_REPLY_TYPES = ("hello", "streams", "change", "drift", "resource", "status", "checkpoint", "warning", "error")
+RUN_REPLY_TYPES = ("checkpoint", "resource", "warning", "error")  # what an output writes during run
+
+
+def _name_ref(value: Any) -> str:
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str) or not isinstance(value.get("name"), str) or not value["name"]:
+        return "resource must be an object with a type and a name"
+    return ""
+
+
+def _attrs(*values: Any) -> str:
+    return "" if all(v is None or isinstance(v, dict) for v in values) else "before/after/attributes must be objects or null"
+
+
+def _text_fields(message: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()) -> str:
+    for key in required:
+        if not isinstance(message.get(key), str):
+            return f"{key} must be a string"
+    for key in optional:
+        if message.get(key) is not None and not isinstance(message[key], str):
+            return f"{key} must be a string"
+    return ""
+
+
+def _streams_problem(m: dict[str, Any]) -> str:
+    streams = m.get("streams")
+    ok = isinstance(streams, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"] for s in streams)
+    return "" if ok else "streams must be a list of objects with a name"
+
+
+def _change_problem(m: dict[str, Any]) -> str:
+    if m.get("action") not in CHANGE_ACTIONS:
+        return f"action must be one of {', '.join(CHANGE_ACTIONS)}, not {m.get('action')!r}"
+    paths = m.get("replace_paths") or []
+    if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+        return "replace_paths must be a list of attribute names"
+    return _name_ref(m.get("resource")) or _attrs(m.get("before"), m.get("after"))
+
+
+def _resource_problem(m: dict[str, Any]) -> str:
+    if m.get("action") not in RESOURCE_ACTIONS:
+        return f"action must be one of {', '.join(RESOURCE_ACTIONS)}, not {m.get('action')!r}"
+    return _name_ref(m.get("resource")) or _attrs(m["resource"].get("attributes"))
+
+
+def _checkpoint_problem(m: dict[str, Any]) -> str:
+    if not isinstance(m.get("stream"), str) or not m["stream"]:
+        return "stream must be a non-empty string"
+    return "" if m.get("position") is not None else f"stream {m['stream']!r} has no position (null is not a position)"
+
+
+SHAPES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "hello": lambda m: "" if isinstance(m.get("protocol"), int) and not isinstance(m.get("protocol"), bool) else "protocol must be an integer",
+    "streams": _streams_problem,
+    "change": _change_problem,
+    "drift": lambda m: _name_ref(m.get("resource")) or _attrs(m.get("before"), m.get("after")),
+    "resource": _resource_problem,
+    "status": lambda m: _name_ref(m.get("resource")) or _attrs(m.get("status")),
+    "checkpoint": _checkpoint_problem,
+    "position": _checkpoint_problem,
+    "warning": lambda m: _text_fields(m, ("message",)),
+    "error": lambda m: _text_fields(m, ("message",), ("hint", "key")),
+}
+
+
+def parse_reply(raw: bytes | str, allowed: tuple[str, ...] = LIFECYCLE_REPLY_TYPES) -> dict[str, Any]:
+    """One line a provider wrote on stdout, checked against its message's shape (docs/protocol.md).
+
+    Raises ProtocolError saying what is wrong: not a JSON object, a type not in
+    `allowed`, or a field its type requires missing or of the wrong kind."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("is not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("is not a JSON object")
+    kind = message.get("type")
+    if kind not in allowed:
+        raise ProtocolError(f"has unknown message type {kind!r}")
+    problem = SHAPES[kind](message)
+    if problem:
+        raise ProtocolError(f"is a malformed {kind} message ({problem})")
+    return message
+
+
 def dumps(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 

@@ -144,43 +144,23 @@ class _Collector:
         self.warnings: list[str] = []
 
     def __call__(self, message: dict[str, Any]) -> None:
+        """`message` passed the contract's parser (providers.protocol.parse_reply): its shape is right."""
         kind = message["type"]
-        try:
-            if kind == "streams":
-                self.streams = _streams(message["streams"])
-            elif kind == "change":
-                self.changes.append(change_from_message(self.role, self.provider, message))
-            elif kind == "drift":
-                self.drift.append(drift_from_message(self.role, self.provider, message))
-            elif kind == "status":
-                resource, live = _type_and_name(message.get("resource")), message.get("status")
-                if live is not None and not isinstance(live, dict):
-                    raise ValueError("status must be an object")
-                self.statuses.append((resource, live or {}))
-            elif kind == "checkpoint":
-                stream, position = message.get("stream"), message.get("position")
-                if not isinstance(stream, str) or not stream or position is None:
-                    raise ValueError("a checkpoint needs a stream name and a position")
-                self.checkpoints[stream] = position
-            elif kind == "warning":
-                self.warnings.append(self.shown(str(message.get("message"))))
-                log.warning("%s provider '%s': %s", self.role, self.provider, self.warnings[-1])
-            elif kind == "resource":
-                raise ValueError(f"resource messages belong to init and destroy, not {self.role}'s reply here")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProviderError(f"{self.role} provider '{self.provider}' broke the protocol: malformed {kind} message ({exc})") from None
-
-
-def _type_and_name(value: Any) -> tuple[str, str]:
-    if not isinstance(value, dict) or not isinstance(value.get("type"), str) or not isinstance(value.get("name"), str):
-        raise ValueError("resource must be an object with a type and a name")
-    return value["type"], value["name"]
-
-
-def _streams(value: Any) -> tuple[dict[str, Any], ...]:
-    if not isinstance(value, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"] for s in value):
-        raise ValueError("streams must be a list of objects with a name")
-    return tuple(value)
+        if kind == "streams":
+            self.streams = tuple(message["streams"])
+        elif kind == "change":
+            self.changes.append(change_from_message(self.role, self.provider, message))
+        elif kind == "drift":
+            self.drift.append(drift_from_message(self.role, self.provider, message))
+        elif kind == "status":
+            self.statuses.append(((message["resource"]["type"], message["resource"]["name"]), message.get("status") or {}))
+        elif kind == "checkpoint":
+            self.checkpoints[message["stream"]] = message["position"]
+        elif kind == "warning":
+            self.warnings.append(self.shown(message["message"]))
+            log.warning("%s provider '%s': %s", self.role, self.provider, self.warnings[-1])
+        elif kind == "resource":
+            raise ProviderError(f"{self.role} provider '{self.provider}' broke the protocol: resource messages belong to init and destroy")
 
 
 # --- validate and plan -------------------------------------------------------------
@@ -260,18 +240,9 @@ class _Recorder:
         log.info("%s: %s (state serial %d)", resource.address, action, self.state.serial)
 
     def _parse(self, message: dict[str, Any]) -> tuple[Resource, str]:
-        try:
-            action, res = message.get("action"), message.get("resource")
-            if action not in ("created", "updated", "deleted"):
-                raise ValueError(f"unknown action {action!r}")
-            kind, name = _type_and_name(res)
-            assert isinstance(res, dict)
-            attributes = res.get("attributes") or {}
-            if not isinstance(attributes, dict):
-                raise ValueError("attributes must be an object")
-            return Resource(self.role, self.provider, kind, name, stored(str(res.get("id", name))), stored(attributes)), action
-        except (TypeError, ValueError) as exc:
-            raise ProviderError(f"{self.role} provider '{self.provider}' broke the protocol: malformed resource message ({exc})") from None
+        res = message["resource"]
+        resource = Resource(self.role, self.provider, res["type"], res["name"], stored(str(res.get("id", res["name"]))), stored(res.get("attributes") or {}))
+        return resource, message["action"]
 
 
 def check_applicable(plan: Plan, state: StateFile) -> None:

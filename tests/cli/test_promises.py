@@ -89,7 +89,7 @@ def test_partial_destroy_forgets_the_checkpoints_first(dstream, tmp_path: Path) 
 def test_invalid_acks_are_protocol_errors_and_never_persisted(dstream, tmp_path: Path) -> None:
     """D8: an ack for an unknown stream, a null position or an unknown type stops the run (exit 5)."""
     for behaviour, fragment in (("bad_ack_stream", "acknowledges unknown stream 'NotAStream'"),
-                                ("null_position", "acknowledges stream 'S' without a position"),
+                                ("null_position", "stream 'S' has no position (null is not a position)"),
                                 ("unknown_type", "unknown message type 'surprise'")):
         directory = tmp_path / behaviour
         write_task(directory, "acks", scripted(directory, "input", count=3), scripted(directory, "output", behaviour))
@@ -203,7 +203,7 @@ def test_a_provider_error_is_one_line_without_a_doubled_prefix(dstream, tmp_path
 def test_a_status_with_a_malformed_resource_is_a_protocol_error(dstream, tmp_path: Path) -> None:
     write_task(tmp_path, "st", generator_input(3), scripted(tmp_path, "output", "bad_status"))
     ok(dstream("init", "task.hcl"))
-    error_line(dstream("status", "task.hcl"), 5, "output provider './scripted.py' broke the protocol", "malformed status message")
+    error_line(dstream("status", "task.hcl"), 5, "output provider './scripted.py': broke the protocol", "malformed status message")
 
 
 def test_state_push_of_a_bundle_without_state_is_a_usage_error(dstream, tmp_path: Path) -> None:

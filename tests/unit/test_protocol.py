@@ -1,4 +1,4 @@
-"""providers/protocol.py: envelopes, configs, data lines and the line reader."""
+"""providers/protocol.py: envelopes, configs, data lines, the line reader and the strict parser of replies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,19 @@ from typing import Any
 import pytest
 
 from providers import protocol as p
-from providers.protocol import DataLine, Envelope, Field, LineReader, ProtocolError, ProviderFailure, parse_config, parse_data_line
+from providers.protocol import (
+    LIFECYCLE_REPLY_TYPES,
+    RUN_REPLY_TYPES,
+    DataLine,
+    Envelope,
+    Field,
+    LineReader,
+    ProtocolError,
+    ProviderFailure,
+    parse_config,
+    parse_data_line,
+    parse_reply,
+)
 
 # --- the command envelope ---------------------------------------------------------
 
@@ -419,3 +431,49 @@ def test_a_bug_in_a_handler_is_one_error_line_and_a_traceback_only_on_request(de
     assert lines[0]["type"] == "hello"
     assert lines[-1]["type"] == "error" and "RuntimeError: boom in plan" in lines[-1]["message"]
     assert ("Traceback" in result.stderr) is debug
+
+
+# --- the strict parser of provider replies -------------------------------------------------
+
+
+VALID_REPLIES = [
+    {"type": "hello", "protocol": 1, "provider": "x", "version": "1"},
+    {"type": "streams", "streams": [{"name": "A"}]},
+    {"type": "change", "action": "replace", "resource": {"type": "file", "name": "A"}, "before": {}, "after": {}, "replace_paths": ["path"]},
+    {"type": "drift", "resource": {"type": "file", "name": "A"}, "before": {}, "after": None},
+    {"type": "resource", "action": "created", "resource": {"type": "file", "name": "A", "id": "a", "attributes": {}}},
+    {"type": "status", "resource": {"type": "file", "name": "A"}, "status": {"status": "present"}},
+    {"type": "checkpoint", "stream": "A", "position": {"offset": 1}},
+    {"type": "warning", "message": "careful"},
+    {"type": "error", "message": "no", "hint": "try", "key": "path"},
+]
+
+
+@pytest.mark.parametrize("message", VALID_REPLIES, ids=lambda m: m["type"])
+def test_every_valid_reply_parses(message: dict) -> None:
+    assert parse_reply(json.dumps(message).encode()) == message
+
+
+@pytest.mark.parametrize("line, problem", [
+    (b"not json", "is not JSON"),
+    (b"[1]", "is not a JSON object"),
+    (b'{"type":"surprise"}', "unknown message type 'surprise'"),
+    (b'{"type":"hello","protocol":"1"}', "protocol must be an integer"),
+    (b'{"type":"streams","streams":[{"nom":"A"}]}', "streams must be a list of objects with a name"),
+    (b'{"type":"change","action":"explode","resource":{"type":"f","name":"A"}}', "action must be one of"),
+    (b'{"type":"change","action":"create","resource":"A"}', "resource must be an object with a type and a name"),
+    (b'{"type":"resource","action":"created","resource":{"type":"f","name":"A","attributes":[1]}}', "must be objects or null"),
+    (b'{"type":"status","resource":"x","status":{}}', "resource must be an object"),
+    (b'{"type":"checkpoint","stream":"A","position":null}', "has no position"),
+    (b'{"type":"checkpoint","position":{"i":1}}', "stream must be a non-empty string"),
+    (b'{"type":"error","message":5}', "message must be a string"),
+])
+def test_invalid_replies_say_what_is_wrong(line: bytes, problem: str) -> None:
+    with pytest.raises(ProtocolError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        parse_reply(line)
+
+
+def test_run_replies_are_a_narrower_set() -> None:
+    assert set(RUN_REPLY_TYPES) < set(LIFECYCLE_REPLY_TYPES)
+    with pytest.raises(ProtocolError, match="unknown message type 'streams'"):
+        parse_reply(b'{"type":"streams","streams":[]}', RUN_REPLY_TYPES)
