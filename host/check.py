@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from host.process import ProviderProcess, signal_group
-from providers.protocol import LIFECYCLE_COMMANDS, Envelope
+from providers.protocol import LIFECYCLE_COMMANDS, LIFECYCLE_REPLY_TYPES, RUN_REPLY_TYPES, SHAPES, Envelope, ProtocolError, parse_reply
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 TASK = "dstream-check"
@@ -35,9 +35,7 @@ UNKNOWN_KEY = "dstream_check_unknown_key"
 UNKNOWN_COMMAND = "dstream-check-unknown-command"
 NEEDS_SERVER = "needs a server: give --config"
 LEGACY = "legacy provider (its first line is not hello): it manages nothing"
-RUN_REPLY_TYPES = frozenset({"checkpoint", "resource", "warning", "error"})
-CHANGE_ACTIONS = frozenset({"create", "update", "replace", "delete", "adopt"})
-RESOURCE_ACTIONS = frozenset({"created", "updated", "deleted"})
+REPLIES_AFTER_HELLO = tuple(t for t in LIFECYCLE_REPLY_TYPES if t != "hello")
 CREDENTIAL_PART = re.compile(r"(?:pwd|password|sharedaccesskey|accountkey|sharedaccesssignature)\s*=\s*([^;]+)", re.I)
 
 
@@ -209,62 +207,13 @@ def hello_problem(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _resource_problem(resource: Any) -> str | None:
-    if not _named(resource, "type", "name"):
-        return "a resource without type and name"
-    if not isinstance(resource.get("attributes", {}), dict):
-        return "resource attributes that are not an object"
-    return None
-
-
-def _streams_problem(obj: dict[str, Any]) -> str | None:
-    streams = obj.get("streams")
-    ok = isinstance(streams, list) and all(_named(s, "name") for s in streams)
-    return None if ok else "streams that are not a list of objects with a name"
-
-
-def _change_problem(obj: dict[str, Any]) -> str | None:
-    if obj.get("action") not in CHANGE_ACTIONS:
-        return f"change action {obj.get('action')!r}"
-    return None if _named(obj.get("resource"), "type", "name") else "a change without resource type and name"
-
-
-def _resource_message_problem(obj: dict[str, Any]) -> str | None:
-    if obj.get("action") not in RESOURCE_ACTIONS:
-        return f"resource action {obj.get('action')!r}"
-    return _resource_problem(obj.get("resource"))
-
-
-def _status_problem(obj: dict[str, Any]) -> str | None:
-    return _resource_problem(obj.get("resource")) or (None if isinstance(obj.get("status"), dict) else "status that is not an object")
-
-
-def _checkpoint_problem(obj: dict[str, Any]) -> str | None:
-    return None if _named(obj, "stream") and obj.get("position") is not None else "a checkpoint without stream or position"
-
-
-def _message_problem(obj: dict[str, Any]) -> str | None:
-    return None if isinstance(obj.get("message"), str) else "no message text"
-
-
-SHAPES: dict[str, Callable[[dict[str, Any]], str | None]] = {
-    "streams": _streams_problem, "change": _change_problem,
-    "drift": lambda o: None if _named(o.get("resource"), "type", "name") else "a drift without resource type and name",
-    "resource": _resource_message_problem, "status": _status_problem, "checkpoint": _checkpoint_problem,
-    "warning": _message_problem, "error": _message_problem,
-}
-
-
 def reply_problem(lineno: int, raw: bytes, allowed: Iterable[str]) -> str | None:
-    """Why stdout line `lineno` is not a valid reply of one of the `allowed` types, or None."""
-    obj, problem = parse(raw)
-    if obj is None:
-        return f"stdout line {lineno} {problem}"
-    kind = obj.get("type")
-    if not isinstance(kind, str) or kind not in allowed:
-        return f"stdout line {lineno} has type {kind!r} (expected {', '.join(sorted(allowed))})"
-    shape = SHAPES[kind](obj)
-    return f"stdout line {lineno} ({kind}) has {shape}" if shape else None
+    """Why stdout line `lineno` is not a valid reply of one of the `allowed` types, or None (the contract's own parser)."""
+    try:
+        parse_reply(raw, tuple(allowed))
+    except ProtocolError as exc:
+        return f"stdout line {lineno} {exc}"
+    return None
 
 
 def stderr_problem(text: str) -> str | None:
@@ -273,7 +222,7 @@ def stderr_problem(text: str) -> str | None:
         return "a traceback on stderr"
     for lineno, raw in enumerate(text.splitlines(), start=1):
         obj, _ = parse(raw.encode())
-        if obj is not None and ("type" in obj and obj["type"] in SHAPES.keys() | {"hello", "position"} or "data" in obj):
+        if obj is not None and ("type" in obj and obj["type"] in {*LIFECYCLE_REPLY_TYPES, "position"} or "data" in obj):
             return f"stderr line {lineno} is a protocol line, not a log"
     return None
 
@@ -355,7 +304,7 @@ def lifecycle_problem(command: str, ex: Exchange) -> str | None:
     if first:
         return f"stdout line 1 {first}"
     for lineno, raw in lines[1:]:
-        problem = reply_problem(lineno, raw, SHAPES.keys())
+        problem = reply_problem(lineno, raw, REPLIES_AFTER_HELLO)
         if problem:
             return problem
         reply, _ = parse(raw)
@@ -435,7 +384,7 @@ def messages(ex: Exchange, kind: str) -> list[dict[str, Any]]:
     found = []
     for _, raw in ex.lines():
         obj, _ = parse(raw)
-        if obj is not None and obj.get("type") == kind and SHAPES.get(kind, lambda o: None)(obj) is None:
+        if obj is not None and obj.get("type") == kind and kind in SHAPES and not SHAPES[kind](obj):
             found.append(obj)
     return found
 
@@ -453,7 +402,7 @@ def data_problem(lineno: int, raw: bytes, legacy: bool) -> str | None:
     if obj is None:
         return f"stdout line {lineno} {problem}"
     if obj.get("type") == "position":
-        return None if _checkpoint_problem(obj) is None else f"stdout line {lineno}: a position line without stream and position"
+        return None if not SHAPES["position"](obj) else f"stdout line {lineno}: a position line without stream and position"
     if "type" in obj:
         return f"stdout line {lineno} has type {obj['type']!r}: a run's stdout carries only data and position lines"
     if "data" not in obj and "metadata" not in obj:
@@ -799,8 +748,8 @@ def builtin_subject(name: str, process: ProviderProcess, role: str, workdir: Pat
     if config is not None:
         return Subject(name, process, role, config, builtin=True, secret_key=secret_key, secret_needles=secret_needles(secret_values))
     token = "dstream-check-" + secrets.token_hex(12)
-    make = MINIMAL_CONFIGS.get(name, lambda w, t: ({}, None, False))
-    config, follow, needs_server = make(workdir, token)
+    make = MINIMAL_CONFIGS.get(name)
+    config, follow, needs_server = make(workdir, token) if make is not None else ({}, None, False)
     needles = (token,) if secret_key else ()
     return Subject(name, process, role, config, follow, True, secret_key, needs_server, needles)
 

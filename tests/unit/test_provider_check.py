@@ -92,8 +92,8 @@ def test_reply_shapes() -> None:
     assert check.reply_problem(2, good, check.SHAPES) is None
     assert "type 'surprise'" in (check.reply_problem(2, b'{"type":"surprise"}', check.SHAPES) or "")
     assert "not JSON" in (check.reply_problem(3, b"hello there", check.SHAPES) or "")
-    assert "checkpoint without" in (check.reply_problem(2, b'{"type":"checkpoint","stream":"A","position":null}', check.SHAPES) or "")
-    assert "streams that are not" in (check.reply_problem(2, b'{"type":"streams","streams":[{"table":"A"}]}', check.SHAPES) or "")
+    assert "has no position" in (check.reply_problem(2, b'{"type":"checkpoint","stream":"A","position":null}', check.SHAPES) or "")
+    assert "streams must be a list" in (check.reply_problem(2, b'{"type":"streams","streams":[{"table":"A"}]}', check.SHAPES) or "")
 
 
 def test_data_lines_need_stream_and_position_unless_legacy() -> None:
