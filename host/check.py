@@ -31,6 +31,7 @@ STREAMS = ({"name": "CheckA", "table": "CheckA", "schema": "dbo"}, {"name": "Che
 COMMAND_TIMEOUT = 20.0  # seconds a lifecycle command or a `once` run may take
 FIRST_LINE_TIMEOUT = 10.0  # seconds a following input has to write its first line
 STOP_WITHIN = 5.0  # seconds from SIGTERM to exit
+SETTLE = 0.5  # seconds an input that is about to end by itself gets before SIGTERM
 UNKNOWN_KEY = "dstream_check_unknown_key"
 UNKNOWN_COMMAND = "dstream-check-unknown-command"
 NEEDS_SERVER = "needs a server: give --config"
@@ -479,6 +480,7 @@ def rule_sigterm_input(kit: Kit) -> Result:
     conversation = Conversation(kit.subject)
     conversation.write(envelope(kit.subject, "run", config))
     conversation.wait_first_line(FIRST_LINE_TIMEOUT)
+    time.sleep(SETTLE)  # an input with only a few lines ends by itself now: that is no SIGTERM test
     if conversation.proc.poll() is not None:
         ex = conversation.finish(1)
         if ex.code == 0:

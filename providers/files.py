@@ -16,6 +16,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a plain script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from providers import helper as h
 from providers import protocol as p
 from providers.diff import Key, diff_resources
 
@@ -28,11 +29,11 @@ WRITE_BYTES = 1 << 20  # lines buffered per file before one os.write
 TAIL_CHUNK = 1 << 16  # bytes read per step when looking for the last newline
 
 FIELDS = [
-    p.Field("directory", str, default="out", help="directory for the files, relative to the task file"),
-    p.Field("file_template", str, default="{table}_cdc_events.jsonl", help="file name per stream: {table}, {schema}, {stream}"),
-    p.Field("fsync", bool, default=True, help="fsync before acknowledging (turn off only for benchmarks)"),
-    p.Field("adopt_existing", bool, default=False, help="take over files that exist but are not in state"),
-    p.Field("destroy_adopted", bool, default=False, help="let destroy (and deletes) remove adopted files too; by default they are left in place"),
+    h.Field("directory", str, default="out", help="directory for the files, relative to the task file"),
+    h.Field("file_template", str, default="{table}_cdc_events.jsonl", help="file name per stream: {table}, {schema}, {stream}"),
+    h.Field("fsync", bool, default=True, help="fsync before acknowledging (turn off only for benchmarks)"),
+    h.Field("adopt_existing", bool, default=False, help="take over files that exist but are not in state"),
+    h.Field("destroy_adopted", bool, default=False, help="let destroy (and deletes) remove adopted files too; by default they are left in place"),
 ]
 ACTIONS = ("create", "update", "replace", "delete", "adopt")
 NEW_PLAN = "make a new plan with dstream plan"
@@ -44,26 +45,26 @@ def file_path(config: dict[str, Any], stream: dict[str, Any]) -> str:
     try:
         filename = config["file_template"].format(**values)
     except (KeyError, IndexError, ValueError) as exc:
-        raise p.ProviderFailure(f"file_template is invalid: {exc}", key="file_template") from None
+        raise h.ProviderFailure(f"file_template is invalid: {exc}", key="file_template") from None
     if not filename or "/" in filename or filename in (".", ".."):
-        raise p.ProviderFailure(f"file_template gives an unusable file name {filename!r} for stream {name!r}", key="file_template")
+        raise h.ProviderFailure(f"file_template gives an unusable file name {filename!r} for stream {name!r}", key="file_template")
     return os.path.join(str(config["directory"]), filename)
 
 
-def desired(ctx: p.Context) -> dict[Key, dict[str, Any]]:
+def desired(ctx: h.Context) -> dict[Key, dict[str, Any]]:
     result: dict[Key, dict[str, Any]] = {}
     seen: dict[str, str] = {}
     for stream in ctx.envelope.streams:
         path = file_path(ctx.config, stream)
         other = seen.get(os.path.normcase(path))
         if other is not None:
-            raise p.ProviderFailure(f"streams {other!r} and {stream['name']!r} both map to {path}", key="file_template")
+            raise h.ProviderFailure(f"streams {other!r} and {stream['name']!r} both map to {path}", key="file_template")
         seen[os.path.normcase(path)] = stream["name"]
         result[(RESOURCE, stream["name"])] = {"path": path}
     return result
 
 
-def in_state(ctx: p.Context) -> dict[Key, dict[str, Any]]:
+def in_state(ctx: h.Context) -> dict[Key, dict[str, Any]]:
     """This task's files as state records them: `path`, and `adopted` for files taken over."""
     return {(r["type"], r["name"]): dict(r.get("attributes") or {}) for r in ctx.envelope.resources if r.get("type") == RESOURCE}
 
@@ -81,13 +82,13 @@ def live(known: dict[Key, dict[str, Any]], wanted: dict[Key, dict[str, Any]]) ->
     return found
 
 
-def compute(ctx: p.Context, wanted: dict[Key, dict[str, Any]]) -> Any:
+def compute(ctx: h.Context, wanted: dict[Key, dict[str, Any]]) -> Any:
     known = comparable(in_state(ctx))
     actual = live(known, wanted) if ctx.envelope.refresh else None
     diff = diff_resources(wanted, known, actual, immutable=frozenset({"path"}))
     if diff.unmanaged and not ctx.config["adopt_existing"]:
         key = diff.unmanaged[0]
-        raise p.ProviderFailure(
+        raise h.ProviderFailure(
             f"{wanted[key]['path']} exists but is not managed by this task",
             hint="move it away, or set adopt_existing = true to take it over",
         )
@@ -96,7 +97,7 @@ def compute(ctx: p.Context, wanted: dict[Key, dict[str, Any]]) -> Any:
     return diff
 
 
-def plan(ctx: p.Context) -> None:
+def plan(ctx: h.Context) -> None:
     diff = compute(ctx, desired(ctx))
     for drift in diff.drift:
         ctx.send(p.drift_message(drift))
@@ -104,7 +105,7 @@ def plan(ctx: p.Context) -> None:
         ctx.send(p.change_message(change))
 
 
-def init(ctx: p.Context) -> None:
+def init(ctx: h.Context) -> None:
     wanted = desired(ctx)
     diff = compute(ctx, wanted)
     changes = diff.changes if ctx.envelope.changes is None else list(ctx.envelope.changes)
@@ -119,25 +120,25 @@ def init(ctx: p.Context) -> None:
         apply(ctx, change, known)
 
 
-def check_change(ctx: p.Context, change: Any, known: dict[Key, dict[str, Any]], wanted: dict[Key, dict[str, Any]]) -> None:
+def check_change(ctx: h.Context, change: Any, known: dict[Key, dict[str, Any]], wanted: dict[Key, dict[str, Any]]) -> None:
     """A plan may be a saved file, edited since: it may delete or replace only a file state owns, at the
     path state records, and create or adopt only the file the config asks for."""
     try:
         key, action = (change["resource"]["type"], change["resource"]["name"]), change["action"]
         before, after = (change.get("before") or {}).get("path"), (change.get("after") or {}).get("path")
     except (KeyError, TypeError, AttributeError):
-        raise p.ProviderFailure(f"the plan holds a malformed change: {change!r}", hint=NEW_PLAN) from None
+        raise h.ProviderFailure(f"the plan holds a malformed change: {change!r}", hint=NEW_PLAN) from None
     if action not in ACTIONS:
-        raise p.ProviderFailure(f"the plan holds an unknown action {action!r} for {key[0]}.{key[1]}", hint=NEW_PLAN)
+        raise h.ProviderFailure(f"the plan holds an unknown action {action!r} for {key[0]}.{key[1]}", hint=NEW_PLAN)
     if action in ("delete", "replace") and (key not in known or known[key].get("path") != before):
-        raise p.ProviderFailure(f"the plan would {action} {before}, which is not in this task's state as {key[0]}.{key[1]}", hint=NEW_PLAN)
+        raise h.ProviderFailure(f"the plan would {action} {before}, which is not in this task's state as {key[0]}.{key[1]}", hint=NEW_PLAN)
     if action != "delete" and (key not in wanted or wanted[key]["path"] != after):
-        raise p.ProviderFailure(f"the plan would {action} {after}, which this task's config does not ask for as {key[0]}.{key[1]}", hint=NEW_PLAN)
+        raise h.ProviderFailure(f"the plan would {action} {after}, which this task's config does not ask for as {key[0]}.{key[1]}", hint=NEW_PLAN)
     if action == "adopt" and not ctx.config["adopt_existing"]:
-        raise p.ProviderFailure(f"the plan would adopt {after}, but adopt_existing is not set", hint=NEW_PLAN)
+        raise h.ProviderFailure(f"the plan would adopt {after}, but adopt_existing is not set", hint=NEW_PLAN)
 
 
-def apply(ctx: p.Context, change: dict[str, Any], known: dict[Key, dict[str, Any]]) -> None:
+def apply(ctx: h.Context, change: dict[str, Any], known: dict[Key, dict[str, Any]]) -> None:
     """Carry out one checked change; each applied step is reported at once so state stays true."""
     key = (change["resource"]["type"], change["resource"]["name"])
     action = change["action"]
@@ -155,7 +156,7 @@ def apply(ctx: p.Context, change: dict[str, Any], known: dict[Key, dict[str, Any
         ctx.send(p.resource_message("updated", resource(key, {**known.get(key, {}), **after})))
 
 
-def replace_file(ctx: p.Context, key: Key, old: dict[str, Any], after: dict[str, Any]) -> None:
+def replace_file(ctx: h.Context, key: Key, old: dict[str, Any], after: dict[str, Any]) -> None:
     """The new file first, so a path that cannot be created leaves the old one (and its data) alone."""
     if same_file(old["path"], after["path"]):  # e.g. directory "out" -> "./out": one file, two spellings
         ctx.send(p.resource_message("deleted", resource(key, old)))
@@ -178,18 +179,18 @@ def resource(key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
     return {"type": key[0], "name": key[1], "id": attrs["path"], "attributes": attrs}
 
 
-def create_new(ctx: p.Context, path: str) -> dict[str, Any]:
+def create_new(ctx: h.Context, path: str) -> dict[str, Any]:
     """Create the file; one that already exists (made since the plan) is adopted only if allowed."""
     try:
         create(path)
     except FileExistsError:
         if not ctx.config["adopt_existing"]:
-            raise p.ProviderFailure(f"{path} exists but is not managed by this task",
+            raise h.ProviderFailure(f"{path} exists but is not managed by this task",
                                     hint="move it away, or set adopt_existing = true to take it over") from None
         ctx.log(f"adopted {path}")
         return {"path": path, "adopted": True}
     except OSError as exc:
-        raise p.ProviderFailure(f"cannot create {path}: {exc.strerror or exc}") from None
+        raise h.ProviderFailure(f"cannot create {path}: {exc.strerror or exc}") from None
     ctx.log(f"created {path}")
     return {"path": path}
 
@@ -204,7 +205,7 @@ def create(path: str) -> None:
     os.close(dir_fd)
 
 
-def release(ctx: p.Context, key: Key, attrs: dict[str, Any]) -> None:
+def release(ctx: h.Context, key: Key, attrs: dict[str, Any]) -> None:
     """Take a file out of state. A file dstream did not create (adopted) stays on disk unless destroy_adopted."""
     if attrs.get("adopted") and not ctx.config["destroy_adopted"]:
         ctx.log(f"left in place (adopted): {attrs['path']}")
@@ -220,15 +221,15 @@ def remove(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise p.ProviderFailure(f"cannot delete {path}: {exc.strerror or exc}") from None
+        raise h.ProviderFailure(f"cannot delete {path}: {exc.strerror or exc}") from None
 
 
-def destroy(ctx: p.Context) -> None:
+def destroy(ctx: h.Context) -> None:
     for key, attrs in sorted(in_state(ctx).items()):
         release(ctx, key, attrs)
 
 
-def status(ctx: p.Context) -> None:
+def status(ctx: h.Context) -> None:
     for key, attrs in sorted(in_state(ctx).items()):
         try:
             info = os.stat(attrs["path"])
@@ -240,7 +241,7 @@ def status(ctx: p.Context) -> None:
         ctx.send(p.status_message(resource(key, attrs), state))
 
 
-def validate(ctx: p.Context) -> None:
+def validate(ctx: h.Context) -> None:
     for stream in ctx.envelope.streams:
         file_path(ctx.config, stream)
 
@@ -248,7 +249,7 @@ def validate(ctx: p.Context) -> None:
 # --- run: append whole lines, make them durable, then acknowledge ----------------
 
 
-class WriteFailure(p.ProviderFailure):
+class WriteFailure(h.ProviderFailure):
     """Writing or fsyncing an output file failed; nothing past the last durable line was acknowledged."""
 
 
@@ -338,7 +339,7 @@ class Sink:
         if line.is_change:
             out = self.files.get(stream or "")
             if out is None:
-                raise p.ProviderFailure(f"no file for stream {stream!r} (input line {line.lineno})", hint="run dstream init")
+                raise h.ProviderFailure(f"no file for stream {stream!r} (input line {line.lineno})", hint="run dstream init")
             out.buffer += line.raw
             out.buffer += b"\n"
             self.dirty.add(stream or "")
@@ -351,7 +352,7 @@ class Sink:
     def due(self) -> bool:
         return self.unsynced >= SYNC_BYTES or time.monotonic() - self.synced_at >= SYNC_SECONDS
 
-    def sync(self, writer: p.Writer) -> None:
+    def sync(self, writer: h.Writer) -> None:
         """Write and fsync every dirty file, then acknowledge: a checkpoint only follows durable data."""
         for stream in self.dirty:
             out = self.files[stream]
@@ -382,15 +383,15 @@ class Sink:
             os.close(out.fd)
 
 
-def run(ctx: p.Context) -> None:
+def run(ctx: h.Context) -> None:
     paths = {key[1]: attrs["path"] for key, attrs in in_state(ctx).items()}
     if not paths and ctx.envelope.streams:  # standalone use without dstream's state
         paths = {s["name"]: file_path(ctx.config, s) for s in ctx.envelope.streams}
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
-        raise p.ProviderFailure(f"{missing[0]} does not exist", hint="run dstream plan to see the drift, then dstream init")
+        raise h.ProviderFailure(f"{missing[0]} does not exist", hint="run dstream plan to see the drift, then dstream init")
     sink = Sink(paths, ctx.config["fsync"], ctx.log)
-    reader = p.LineReader(0, first_lineno=2, prefix=ctx.stdin_rest)
+    reader = h.LineReader(0, first_lineno=2, prefix=ctx.stdin_rest)
     try:
         for batch in reader.batches():
             try:
@@ -398,7 +399,7 @@ def run(ctx: p.Context) -> None:
                     sink.take(p.parse_data_line(raw, lineno))
             except WriteFailure:
                 raise
-            except (p.ProviderFailure, p.ProtocolError):
+            except (h.ProviderFailure, p.ProtocolError):
                 sink.sync(ctx.writer)  # acknowledge what came before the bad line
                 raise
             if sink.due() or not reader.more_ready():
@@ -412,7 +413,7 @@ HANDLERS = {"validate": validate, "plan": plan, "init": init, "destroy": destroy
 
 
 def main() -> int:
-    return p.serve(NAME, VERSION, FIELDS, HANDLERS)
+    return h.serve(NAME, VERSION, FIELDS, HANDLERS)
 
 
 if __name__ == "__main__":

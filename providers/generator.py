@@ -14,6 +14,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a plain script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from providers import helper as h
 from providers import protocol as p
 
 NAME = "generator"
@@ -21,20 +22,20 @@ VERSION = "1.0.0"
 BLOCK = 512  # changes per write call
 
 FIELDS = [
-    p.Field("count", int, default=1000, help="how many changes to emit (0 = until stopped)"),
-    p.Field("tables", list, default=["Persons", "Orders", "Customers"], help="table names to spread the changes over"),
-    p.Field("payload_bytes", int, default=64, help="size of the filler column per change"),
+    h.Field("count", int, default=1000, help="how many changes to emit (0 = until stopped)"),
+    h.Field("tables", list, default=["Persons", "Orders", "Customers"], help="table names to spread the changes over"),
+    h.Field("payload_bytes", int, default=64, help="size of the filler column per change"),
 ]
 
 
 def stream_list(config: dict[str, Any]) -> list[dict[str, Any]]:
     tables = config["tables"]
     if not tables or not all(isinstance(t, str) and t for t in tables):
-        raise p.ProviderFailure("tables must be a non-empty list of names", key="tables")
+        raise h.ProviderFailure("tables must be a non-empty list of names", key="tables")
     return [{"name": t, "table": t, "schema": "dbo"} for t in tables]
 
 
-def announce_streams(ctx: p.Context) -> None:
+def announce_streams(ctx: h.Context) -> None:
     ctx.send(p.streams_message(stream_list(ctx.config)))
 
 
@@ -47,11 +48,11 @@ def line(seq: int, table: str, filler: str) -> bytes:
     ).encode()
 
 
-def run(ctx: p.Context) -> None:
+def run(ctx: h.Context) -> None:
     tables = [s["name"] for s in stream_list(ctx.config)]
     for table in tables:  # names go into JSON unescaped above: keep them plain
         if json.dumps(table) != f'"{table}"':
-            raise p.ProviderFailure(f"table name {table!r} needs escaping; use plain names", key="tables")
+            raise h.ProviderFailure(f"table name {table!r} needs escaping; use plain names", key="tables")
     done = {s: int(pos.get("seq", 0)) for s, pos in ctx.envelope.checkpoints.items() if isinstance(pos, dict)}
     start = min(done.get(t, 0) for t in tables) + 1
     count = ctx.config["count"]
@@ -64,7 +65,7 @@ def run(ctx: p.Context) -> None:
             table = tables[i % len(tables)]
             if i > done.get(table, 0):
                 block.append(line(i, table, filler))
-        p.write_all(1, b"".join(block))
+        h.write_all(1, b"".join(block))
         seq = end
 
 
@@ -72,7 +73,7 @@ HANDLERS = {"plan": announce_streams, "init": announce_streams, "status": announ
 
 
 def main() -> int:
-    return p.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
+    return h.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
 
 
 if __name__ == "__main__":

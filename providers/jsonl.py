@@ -18,6 +18,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a plain script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from providers import helper as h
 from providers import protocol as p
 
 NAME = "jsonl"
@@ -25,9 +26,9 @@ VERSION = "1.0.0"
 TAIL_CHUNK = 1 << 16  # bytes read per step when looking back for a line start
 
 FIELDS = [
-    p.Field("path", str, required=True, help="the file of envelopes, relative to the task file"),
-    p.Field("tables", list, help="the tables to emit (default: every table named in the file)"),
-    p.Field("poll_interval", float, default=1.0, help="seconds between looks at a growing file"),
+    h.Field("path", str, required=True, help="the file of envelopes, relative to the task file"),
+    h.Field("tables", list, help="the tables to emit (default: every table named in the file)"),
+    h.Field("poll_interval", float, default=1.0, help="seconds between looks at a growing file"),
 ]
 
 
@@ -35,7 +36,7 @@ def open_file(path: str) -> Any:
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise p.ProviderFailure(f"cannot read {path}: {exc.strerror}", key="path") from None
+        raise h.ProviderFailure(f"cannot read {path}: {exc.strerror}", key="path") from None
 
 
 def records(handle: Any, start: int = 0) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
@@ -53,9 +54,9 @@ def records(handle: Any, start: int = 0) -> Iterator[tuple[int, bytes, dict[str,
         try:
             envelope = json.loads(raw)
         except ValueError:
-            raise p.ProviderFailure(f"line at byte {offset - len(raw)} of {handle.name} is not JSON") from None
+            raise h.ProviderFailure(f"line at byte {offset - len(raw)} of {handle.name} is not JSON") from None
         if not isinstance(envelope, dict) or not table_of(envelope):
-            raise p.ProviderFailure(f"line at byte {offset - len(raw)} of {handle.name} has no metadata.TableName")
+            raise h.ProviderFailure(f"line at byte {offset - len(raw)} of {handle.name} has no metadata.TableName")
         yield offset, raw, envelope
 
 
@@ -91,8 +92,8 @@ def check_resumable(handle: Any, checkpoints: dict[str, Any]) -> None:
             raise moved(handle.name, stream, end, "the line before that offset differs: replaced or rewritten")
 
 
-def moved(path: str, stream: str, end: int, what: str) -> p.ProviderFailure:
-    return p.ProviderFailure(f"{path} is not the file stream {stream} was read from up to byte {end}: {what}",
+def moved(path: str, stream: str, end: int, what: str) -> h.ProviderFailure:
+    return h.ProviderFailure(f"{path} is not the file stream {stream} was read from up to byte {end}: {what}",
                              hint="restore the file, or start the stream afresh: dstream destroy, then dstream init", key="path")
 
 
@@ -101,7 +102,7 @@ def table_of(envelope: dict[str, Any]) -> str:
     return metadata.get("TableName", "") if isinstance(metadata, dict) else ""
 
 
-def stream_list(ctx: p.Context) -> list[dict[str, Any]]:
+def stream_list(ctx: h.Context) -> list[dict[str, Any]]:
     tables = ctx.config["tables"]
     schemas: dict[str, str] = {}
     if tables is None or ctx.envelope.refresh:
@@ -112,11 +113,11 @@ def stream_list(ctx: p.Context) -> list[dict[str, Any]]:
     return [{"name": t, "table": t, "schema": schemas.get(t, "dbo")} for t in names]
 
 
-def announce_streams(ctx: p.Context) -> None:
+def announce_streams(ctx: h.Context) -> None:
     ctx.send(p.streams_message(stream_list(ctx)))
 
 
-def run(ctx: p.Context) -> None:
+def run(ctx: h.Context) -> None:
     # every table unless configured: a table the output has no place for is its error to report
     wanted = set(ctx.config["tables"]) if ctx.config["tables"] is not None else None
     checkpoints = {s: pos for s, pos in ctx.envelope.checkpoints.items() if isinstance(pos, dict)}
@@ -136,11 +137,11 @@ def run(ctx: p.Context) -> None:
                     envelope["position"] = position(end, raw)
                     pending.append(p.dumps(envelope))
                     if len(pending) >= 512:
-                        p.write_all(1, b"".join(pending))
+                        h.write_all(1, b"".join(pending))
                         pending.clear()
                 if ctx.stopping:
                     break
-            p.write_all(1, b"".join(pending))
+            h.write_all(1, b"".join(pending))
             pending.clear()
             if ctx.envelope.once:
                 break
@@ -153,13 +154,13 @@ def check_still_there(handle: Any, path: str, read_to: int) -> None:
     try:
         now = os.stat(path)
     except OSError as exc:
-        raise p.ProviderFailure(f"{path} went away while being followed: {exc.strerror}", key="path") from None
+        raise h.ProviderFailure(f"{path} went away while being followed: {exc.strerror}", key="path") from None
     mine = os.fstat(handle.fileno())
     if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-        raise p.ProviderFailure(f"{path} was replaced while being followed (rotated?) after byte {read_to}",
+        raise h.ProviderFailure(f"{path} was replaced while being followed (rotated?) after byte {read_to}",
                                 hint="dstream run again reads the new file only if it still holds the old content; otherwise dstream destroy, then dstream init", key="path")
     if mine.st_size < read_to:
-        raise p.ProviderFailure(f"{path} was truncated to {mine.st_size} bytes while being followed (read up to byte {read_to})",
+        raise h.ProviderFailure(f"{path} was truncated to {mine.st_size} bytes while being followed (read up to byte {read_to})",
                                 hint="restore the file, or start afresh: dstream destroy, then dstream init", key="path")
 
 
@@ -167,7 +168,7 @@ HANDLERS = {"plan": announce_streams, "init": announce_streams, "status": announ
 
 
 def main() -> int:
-    return p.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
+    return h.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
 
 
 if __name__ == "__main__":

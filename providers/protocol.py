@@ -1,7 +1,7 @@
-"""dstream provider protocol v1: the helper Python providers use.
+"""dstream provider protocol v1, the wire contract: the envelope, every message, the strict parsers.
 
-Standard library only, so any provider can import it cheaply. The contract is
-docs/protocol.md; this module is one implementation of it, not the definition.
+Standard library only. dstream's host and the Python provider helper
+(providers/helper.py) both use it; docs/protocol.md says the same in words.
 
 A provider is a process. dstream writes one command envelope as the first
 stdin line; the provider answers with JSON lines on stdout and logs on stderr.
@@ -9,35 +9,18 @@ stdin line; the provider answers with JSON lines on stdout and logs on stderr.
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
-import select
-import signal
-import sys
-import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
 COMMANDS = ("validate", "plan", "init", "status", "destroy", "run")
 LIFECYCLE_COMMANDS = ("validate", "plan", "init", "status", "destroy")
-READ_CHUNK = 1 << 20  # bytes per os.read on stdin; lines may be longer
 
 
 class ProtocolError(Exception):
     """A peer broke the protocol (malformed line, unknown message)."""
-
-
-class ProviderFailure(Exception):
-    """A provider cannot do what it was asked; reported as an error message."""
-
-    def __init__(self, message: str, hint: str | None = None, key: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.key = key
 
 
 # --- the command envelope -------------------------------------------------
@@ -252,32 +235,6 @@ def dumps(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-class Writer:
-    """Writes protocol lines to stdout. Lifecycle replies are flushed per line."""
-
-    def __init__(self, stream: Any = None):
-        self._out = stream if stream is not None else sys.stdout.buffer
-
-    def send(self, obj: Mapping[str, Any], flush: bool = True) -> None:
-        self._out.write(dumps(obj))
-        if flush:
-            self._out.flush()
-
-    def raw(self, data: bytes) -> None:
-        self._out.write(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte, whatever signals interrupt (a buffered write can lose a partial block)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 # --- reading data lines (output providers) ----------------------------------
 
 
@@ -313,204 +270,6 @@ def parse_data_line(raw: bytes, lineno: int) -> DataLine:
     if not stream:
         raise ProtocolError(f"input line {lineno} names no stream (no 'stream' and no metadata.TableName)")
     return DataLine(lineno, raw, str(stream), obj.get("position"), True, obj)
-
-
-class LineReader:
-    """Reads newline-terminated lines from a file descriptor in large chunks.
-
-    `batches()` yields the complete lines of each read, so a consumer can make
-    them durable and acknowledge once per batch. No line-length limit.
-    """
-
-    def __init__(self, fd: int, first_lineno: int = 1, prefix: bytes = b""):
-        self._fd = fd
-        self._lineno = first_lineno
-        self._rest = prefix
-
-    def more_ready(self) -> bool:
-        """True when another read would not block."""
-        ready, _, _ = select.select([self._fd], [], [], 0)
-        return bool(ready)
-
-    def batches(self) -> Iterator[list[tuple[int, bytes]]]:
-        data = self._rest
-        if b"\n" in data:  # complete lines that came with the envelope go first, without waiting
-            head, _, data = data.rpartition(b"\n")
-            batch = self._split(head.split(b"\n"))
-            if batch:
-                yield batch
-        while True:
-            try:
-                chunk = os.read(self._fd, READ_CHUNK)
-            except InterruptedError:
-                continue
-            parts = (data + chunk).split(b"\n")
-            data = parts.pop() if chunk else b""
-            if not chunk and parts[-1:] == [b""]:
-                parts.pop()
-            batch = self._split(parts)
-            if batch:
-                yield batch
-            if not chunk:
-                return
-
-    def _split(self, parts: list[bytes]) -> list[tuple[int, bytes]]:
-        """Number the lines; blank ones are skipped but counted."""
-        batch = []
-        for part in parts:
-            if part.strip():
-                batch.append((self._lineno, part))
-            self._lineno += 1
-        return batch
-
-
-def read_envelope_line(fd: int = 0) -> tuple[bytes, bytes]:
-    """Read the first stdin line unbuffered; returns (line, bytes read past it)."""
-    buf = b""
-    while b"\n" not in buf:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-    line, _, rest = buf.partition(b"\n")
-    if not line.strip():
-        raise ProtocolError("no command envelope on stdin (the first line must be a JSON object)")
-    return line, rest
-
-
-# --- configuration ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    kind: type | tuple[type, ...]
-    default: Any = None
-    required: bool = False
-    help: str = ""
-
-
-def parse_config(fields: list[Field], raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a config against its fields; unknown keys get a did-you-mean hint."""
-    known = {f.name: f for f in fields}
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(known))}"
-            raise ProviderFailure(f"unknown config key '{key}'", hint=hint, key=key)
-    config: dict[str, Any] = {}
-    for f in fields:
-        if f.name not in raw or raw[f.name] is None:
-            if f.required:
-                raise ProviderFailure(f"missing required config key '{f.name}'", hint=f.help or None, key=f.name)
-            config[f.name] = f.default
-            continue
-        value = raw[f.name]
-        if isinstance(value, bool) and f.kind in (int, float):
-            raise ProviderFailure(f"config key '{f.name}' must be a number, not {value!r}", key=f.name)
-        if f.kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, f.kind):
-            expected = f.kind.__name__ if isinstance(f.kind, type) else " or ".join(k.__name__ for k in f.kind)
-            raise ProviderFailure(f"config key '{f.name}' must be {expected}, not {type(value).__name__}", key=f.name)
-        config[f.name] = value
-    return config
-
-
-# --- the provider main loop -------------------------------------------------
-
-Handler = Callable[["Context"], None]
-
-
-class Context:
-    """What a command handler gets: the envelope, parsed config, a writer, a stop flag."""
-
-    def __init__(self, name: str, envelope: Envelope, config: dict[str, Any], writer: Writer, stdin_rest: bytes):
-        self.name = name
-        self.envelope = envelope
-        self.config = config
-        self.writer = writer
-        self.stdin_rest = stdin_rest
-        self.stopping = False
-
-    def send(self, obj: Mapping[str, Any]) -> None:
-        self.writer.send(obj)
-
-    def log(self, message: str) -> None:
-        """To stderr; run by hand the line names the provider (dstream adds its own label)."""
-        if self.envelope.role:
-            sys.stderr.write(f"{message}\n")
-            sys.stderr.flush()
-        else:
-            log(self.name, message)
-
-
-def log(name: str, message: str) -> None:
-    sys.stderr.write(f"{name}: {message}\n")
-    sys.stderr.flush()
-
-
-def serve(name: str, version: str, fields: list[Field], handlers: Mapping[str, Handler], role: str = "output") -> int:
-    """Run one command from stdin and return the process exit code.
-
-    Lifecycle commands are answered with `hello` first; commands without a
-    handler answer with nothing else (the provider manages nothing for them).
-    Failures become one line on stderr, exit 1, and an `error` line on stdout
-    unless this is an input's run (its stdout is the data pipe).
-    """
-    writer = Writer()
-    ctx: Context | None = None
-    envelope: Envelope | None = None
-    try:
-        line, rest = read_envelope_line()
-        envelope = Envelope.parse(line)
-        if envelope.command in LIFECYCLE_COMMANDS:
-            writer.send(hello(name, version))
-        config = parse_config(fields, envelope.config)
-        ctx = Context(name, envelope, config, writer, rest)
-        _install_sigterm(ctx)
-        handler = handlers.get(envelope.command)
-        if handler is not None:
-            handler(ctx)
-        writer.flush()
-        return 0
-    except (ProviderFailure, ProtocolError) as exc:
-        failure = exc if isinstance(exc, ProviderFailure) else ProviderFailure(str(exc))
-        data_pipe = role == "input" and (envelope is None or envelope.command == "run")
-        _report(name, None if data_pipe else writer, failure)
-        return 1
-    except BrokenPipeError:
-        log(name, "stdout closed by the reader; stopping")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug: still one line, the traceback only on request
-        if os.environ.get("DSTREAM_DEBUG"):
-            traceback.print_exc()
-        data_pipe = role == "input" and (envelope is None or envelope.command == "run")
-        _report(name, None if data_pipe else writer, ProviderFailure(f"internal error: {type(exc).__name__}: {exc}",
-                                                                    hint="run dstream with --log-level debug for the traceback"))
-        return 1
-
-
-def _report(name: str, writer: Writer | None, failure: ProviderFailure) -> None:
-    """The failure goes once: as an `error` line where stdout is ours, else on stderr."""
-    if writer is not None:
-        try:
-            writer.send(error_message(failure.message, failure.hint, failure.key))
-            return
-        except (BrokenPipeError, ValueError):
-            pass
-    log(name, "error: " + failure.message + (f" ({failure.hint})" if failure.hint else ""))
-
-
-def _install_sigterm(ctx: Context) -> None:
-    """SIGTERM asks for a clean stop: the handler finishes its unit of work and returns."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        ctx.stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
 
 
 def position_key(position: Any) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_PACKAGES = ("providers.files", "providers.jsonl", "providers.generator", "providers.mssql_cdc", "providers.asb_queues")
-PROTOCOL = ("providers", "providers.protocol", "providers.diff")  # the wire contract, the helper, the registry
+PROTOCOL = ("providers", "providers.protocol", "providers.helper", "providers.diff")  # the wire contract, the helper, the diff, the registry
 
 # layer -> the layers it may import (besides itself)
 ALLOWED = {

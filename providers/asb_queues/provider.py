@@ -16,7 +16,7 @@ import sys
 if __package__ in (None, ""):  # run as a plain script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from providers import protocol as p
+from providers import helper as h
 from providers.asb_queues import delivery, queue_admin
 from providers.asb_queues.settings import FIELDS
 
@@ -28,7 +28,7 @@ HANDLERS = {"validate": queue_admin.validate, "plan": queue_admin.plan, "init": 
 
 
 def main() -> int:
-    return p.serve(NAME, VERSION, FIELDS, HANDLERS)
+    return h.serve(NAME, VERSION, FIELDS, HANDLERS)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from providers import helper as h
 from providers import protocol as p
 from providers.asb_queues import settings
 from providers.asb_queues.management import Management
@@ -22,7 +23,7 @@ from providers.diff import Diff, Key, SameKey, diff_resources
 REPLACE_REASON = "replacing deletes the queue: every message in it is lost"
 
 
-def in_state(ctx: p.Context) -> dict[Key, dict[str, Any]]:
+def in_state(ctx: h.Context) -> dict[Key, dict[str, Any]]:
     return {(r["type"], r["name"]): dict(r.get("attributes") or {}) for r in ctx.envelope.resources if r.get("type") == settings.RESOURCE}
 
 
@@ -31,7 +32,7 @@ def recorded_tier(known: dict[Key, dict[str, Any]]) -> str:
     return str(tiers.pop()) if len(tiers) == 1 else "Standard"
 
 
-def desired(ctx: p.Context, tier: str) -> dict[Key, dict[str, Any]]:
+def desired(ctx: h.Context, tier: str) -> dict[Key, dict[str, Any]]:
     names = settings.queue_names(ctx.config, ctx.envelope.streams)
     return {(settings.RESOURCE, stream): settings.attributes(ctx.config, queue, tier) for stream, queue in names.items()}
 
@@ -48,7 +49,7 @@ def arm_id(config: dict[str, Any], queue: str) -> str:
 class Planner:
     """One refresh (namespace GET + paged queue list) and the diff."""
 
-    def __init__(self, ctx: p.Context):
+    def __init__(self, ctx: h.Context):
         self.ctx = ctx
         self.known = in_state(ctx)
         self.mgmt: Management | None = Management(ctx.config) if ctx.envelope.refresh else None
@@ -75,11 +76,11 @@ class Planner:
             diff = diff_resources(self.wanted, self.known, self.live, immutable=settings.IMMUTABLE, equal=settings.equal,
                                   normalise=settings.resource_key)
         except SameKey as exc:
-            raise p.ProviderFailure(f"the state holds two queues for one stream: {exc} (stream names are case-insensitive)",
+            raise h.ProviderFailure(f"the state holds two queues for one stream: {exc} (stream names are case-insensitive)",
                                     hint="remove one with dstream state push after editing a state pull") from None
         if diff.unmanaged and not self.ctx.config["adopt_existing"]:
             names = ", ".join(self.wanted[k]["queue"] for k in diff.unmanaged)
-            raise p.ProviderFailure(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
+            raise h.ProviderFailure(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
                                     hint="delete or rename them, or set adopt_existing = true to take them over", key="adopt_existing")
         live = self.live or {}
         for key in diff.unmanaged:  # adopted as they are: recorded in state, not modified
@@ -94,14 +95,14 @@ class Planner:
             self.mgmt.close()
 
 
-def validate(ctx: p.Context) -> None:
+def validate(ctx: h.Context) -> None:
     settings.queue_names(ctx.config, ctx.envelope.streams)
     for tier in ("Standard",):
         for stream in ctx.envelope.streams:
             settings.attributes(ctx.config, settings.queue_name(ctx.config["queue_name"], stream), tier)
 
 
-def plan(ctx: p.Context) -> None:
+def plan(ctx: h.Context) -> None:
     planner = Planner(ctx)
     try:
         diff = planner.diff()
@@ -115,7 +116,7 @@ def plan(ctx: p.Context) -> None:
         ctx.send(p.change_message(change))
 
 
-def init(ctx: p.Context) -> None:
+def init(ctx: h.Context) -> None:
     planner = Planner(ctx) if ctx.envelope.refresh or ctx.envelope.changes is None else None
     try:
         if planner is not None:
@@ -137,7 +138,7 @@ def init(ctx: p.Context) -> None:
 class Applier:
     """Applies changes, at most `parallelism` at a time; deletions first (a replaced or renamed queue frees its name)."""
 
-    def __init__(self, ctx: p.Context, mgmt: Management):
+    def __init__(self, ctx: h.Context, mgmt: Management):
         self.ctx = ctx
         self.mgmt = mgmt
         self.workers = max(1, int(ctx.config["parallelism"]))
@@ -149,7 +150,7 @@ class Applier:
             self.apply_all(group)
 
     def apply_all(self, changes: list[dict[str, Any]]) -> None:
-        failure: p.ProviderFailure | None = None
+        failure: h.ProviderFailure | None = None
         todo = list(changes)
         running: dict[Future[list[tuple[str, dict[str, Any]]]], dict[str, Any]] = {}
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -167,7 +168,7 @@ class Applier:
                     except Partial as exc:
                         results, failure = exc.done, failure or exc.failure
                     except Exception as exc:  # anything else: report it, keep what exists recorded
-                        results, failure = [], failure or p.ProviderFailure(f"unexpected error: {type(exc).__name__}: {exc}")
+                        results, failure = [], failure or h.ProviderFailure(f"unexpected error: {type(exc).__name__}: {exc}")
                     for action, res in results:
                         self.ctx.send(p.resource_message(action, res))
         if failure is not None:
@@ -192,18 +193,18 @@ class Applier:
             if action == "adopt" and after:
                 done.append(("created", resource(self.mgmt.arm_id(after["queue"]), key, after)))
                 self.ctx.log(f"adopted queue {after['queue']}")
-        except p.ProviderFailure as exc:  # what happened before the failure still goes to state
-            raise Partial(done, p.ProviderFailure(f"stream {key[1]}: {exc.message}", hint=exc.hint, key=exc.key)) from None
+        except h.ProviderFailure as exc:  # what happened before the failure still goes to state
+            raise Partial(done, h.ProviderFailure(f"stream {key[1]}: {exc.message}", hint=exc.hint, key=exc.key)) from None
         return done
 
 
 class Partial(Exception):
-    def __init__(self, done: list[tuple[str, dict[str, Any]]], failure: p.ProviderFailure):
+    def __init__(self, done: list[tuple[str, dict[str, Any]]], failure: h.ProviderFailure):
         super().__init__(failure.message)
         self.done, self.failure = done, failure
 
 
-def destroy(ctx: p.Context) -> None:
+def destroy(ctx: h.Context) -> None:
     known = in_state(ctx)
     if not known:
         return
@@ -215,7 +216,7 @@ def destroy(ctx: p.Context) -> None:
         mgmt.close()
 
 
-def status(ctx: p.Context) -> None:
+def status(ctx: h.Context) -> None:
     known = in_state(ctx)
     if not known:
         return

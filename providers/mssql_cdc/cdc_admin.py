@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from providers import helper as h
 from providers import protocol as p
 from providers.mssql_cdc import catalog as cat
 from providers.mssql_cdc.config import is_pattern, matches, settings, stream_name
@@ -20,7 +21,7 @@ from providers.mssql_cdc.reader import ident, start_key
 DB_RESOURCE, TABLE_RESOURCE = "cdc-database", "cdc-table"
 
 
-def config_streams(ctx: p.Context) -> list[dict[str, Any]]:
+def config_streams(ctx: h.Context) -> list[dict[str, Any]]:
     """Streams without asking the database: configured names, and wildcards matched against state's streams."""
     s = settings(ctx.config)
     out: dict[str, dict[str, Any]] = {}
@@ -34,22 +35,22 @@ def config_streams(ctx: p.Context) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def validate(ctx: p.Context) -> None:
+def validate(ctx: h.Context) -> None:
     ctx.send(p.streams_message(config_streams(ctx)))
 
 
-def connect(ctx: p.Context) -> tuple[Database, cat.Catalog, list[cat.Table]]:
+def connect(ctx: h.Context) -> tuple[Database, cat.Catalog, list[cat.Table]]:
     s = settings(ctx.config)
     db = Database(s, ctx.log)
     catalog = cat.load(db)
     return db, catalog, catalog.resolve(s, allow_untracked=s.manage_cdc)
 
 
-def owned(ctx: p.Context, kind: str) -> list[dict[str, Any]]:
+def owned(ctx: h.Context, kind: str) -> list[dict[str, Any]]:
     return [r for r in ctx.envelope.resources if r.get("type") == kind]
 
 
-def desired_changes(ctx: p.Context, catalog: cat.Catalog, tables: list[cat.Table]) -> list[dict[str, Any]]:
+def desired_changes(ctx: h.Context, catalog: cat.Catalog, tables: list[cat.Table]) -> list[dict[str, Any]]:
     if not settings(ctx.config).manage_cdc:
         return []
     changes: list[dict[str, Any]] = []
@@ -70,7 +71,7 @@ def desired_changes(ctx: p.Context, catalog: cat.Catalog, tables: list[cat.Table
     return changes
 
 
-def plan(ctx: p.Context) -> None:
+def plan(ctx: h.Context) -> None:
     if not ctx.envelope.refresh:
         ctx.send(p.streams_message(config_streams(ctx)))
         return
@@ -82,7 +83,7 @@ def plan(ctx: p.Context) -> None:
     db.close()
 
 
-def init(ctx: p.Context) -> None:
+def init(ctx: h.Context) -> None:
     db, catalog, tables = connect(ctx)
     changes = desired_changes(ctx, catalog, tables) if ctx.envelope.changes is None else list(ctx.envelope.changes)
     for change in sorted(changes, key=lambda c: (c["resource"]["type"] != DB_RESOURCE, c["resource"]["name"])):
@@ -99,7 +100,7 @@ def init(ctx: p.Context) -> None:
     db.close()
 
 
-def apply(ctx: p.Context, db: Database, change: dict[str, Any]) -> None:
+def apply(ctx: h.Context, db: Database, change: dict[str, Any]) -> None:
     kind, name, action = change["resource"]["type"], change["resource"]["name"], change["action"]
     if kind == DB_RESOURCE and action == "create":
         db.execute("EXEC sys.sp_cdc_enable_db")
@@ -117,7 +118,7 @@ def apply(ctx: p.Context, db: Database, change: dict[str, Any]) -> None:
         disable(ctx, db, {"type": kind, "name": name, "attributes": change.get("before") or {}})
 
 
-def disable(ctx: p.Context, db: Database, resource: dict[str, Any]) -> None:
+def disable(ctx: h.Context, db: Database, resource: dict[str, Any]) -> None:
     attrs = resource.get("attributes") or {}
     if resource["type"] == TABLE_RESOURCE:
         ci = attrs.get("capture_instance", "")
@@ -137,7 +138,7 @@ def disable(ctx: p.Context, db: Database, resource: dict[str, Any]) -> None:
                                             "attributes": attrs}))
 
 
-def destroy(ctx: p.Context) -> None:
+def destroy(ctx: h.Context) -> None:
     tables, dbs = owned(ctx, TABLE_RESOURCE), owned(ctx, DB_RESOURCE)
     if not tables and not dbs:
         ctx.send(p.streams_message(config_streams(ctx)))
@@ -148,7 +149,7 @@ def destroy(ctx: p.Context) -> None:
     db.close()
 
 
-def status(ctx: p.Context) -> None:
+def status(ctx: h.Context) -> None:
     db, catalog, tables = connect(ctx)
     ctx.send(p.streams_message([t.describe() for t in tables]))
     max_lsn = db.query(cat.SQL_MAX_LSN)[0][0]

@@ -8,19 +8,19 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from providers import protocol as p
+from providers import helper as h
 
 FIELDS = [
-    p.Field("connection_string", str, required=True, help="ODBC connection string, e.g. DRIVER={ODBC Driver 18 for SQL Server};SERVER=...;DATABASE=...;UID=...;PWD=..."),
-    p.Field("tables", list, required=True, help='tables to read: ["Persons", "dbo.Orders", "sales.*"] (schema defaults to dbo)'),
-    p.Field("start", str, default="latest", help="where to start without a checkpoint: latest, earliest, or an ISO-8601 time"),
-    p.Field("poll_interval_min", float, default=0.5, help="seconds between polls while changes keep coming"),
-    p.Field("poll_interval_max", float, default=10.0, help="longest wait between polls when idle or failing (backoff with jitter)"),
-    p.Field("page_size", int, default=5000, help="change rows per query (at most two pages are held in memory)"),
-    p.Field("max_transactions_per_pass", int, default=0, help="cap on transactions read per pass (0 = no cap)"),
-    p.Field("on_gap", str, default="fail", help='"fail" (default) or "skip": accept a range lost to CDC cleanup, with a warning'),
-    p.Field("manage_cdc", bool, default=False, help="init enables CDC where it is missing; destroy disables only what dstream enabled"),
-    p.Field("query_timeout", int, default=60, help="seconds before a query is abandoned (then retried)"),
+    h.Field("connection_string", str, required=True, help="ODBC connection string, e.g. DRIVER={ODBC Driver 18 for SQL Server};SERVER=...;DATABASE=...;UID=...;PWD=..."),
+    h.Field("tables", list, required=True, help='tables to read: ["Persons", "dbo.Orders", "sales.*"] (schema defaults to dbo)'),
+    h.Field("start", str, default="latest", help="where to start without a checkpoint: latest, earliest, or an ISO-8601 time"),
+    h.Field("poll_interval_min", float, default=0.5, help="seconds between polls while changes keep coming"),
+    h.Field("poll_interval_max", float, default=10.0, help="longest wait between polls when idle or failing (backoff with jitter)"),
+    h.Field("page_size", int, default=5000, help="change rows per query (at most two pages are held in memory)"),
+    h.Field("max_transactions_per_pass", int, default=0, help="cap on transactions read per pass (0 = no cap)"),
+    h.Field("on_gap", str, default="fail", help='"fail" (default) or "skip": accept a range lost to CDC cleanup, with a warning'),
+    h.Field("manage_cdc", bool, default=False, help="init enables CDC where it is missing; destroy disables only what dstream enabled"),
+    h.Field("query_timeout", int, default=60, help="seconds before a query is abandoned (then retried)"),
 ]
 
 PREFERRED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server", "FreeTDS")
@@ -68,13 +68,13 @@ def split_name(text: str) -> tuple[str, str]:
 def settings(config: dict[str, Any]) -> Settings:
     tables = config["tables"]
     if not tables or not all(isinstance(t, str) and t.strip() for t in tables):
-        raise p.ProviderFailure("tables must be a non-empty list of table names", key="tables")
+        raise h.ProviderFailure("tables must be a non-empty list of table names", key="tables")
     patterns = []
     for t in tables:
         try:
             patterns.append(split_name(t))
         except ValueError:
-            raise p.ProviderFailure(f"table name {t!r} is not of the form table, schema.table or schema.* ([brackets] quote dots)", key="tables") from None
+            raise h.ProviderFailure(f"table name {t!r} is not of the form table, schema.table or schema.* ([brackets] quote dots)", key="tables") from None
     start = config["start"].strip()
     start_time = None
     if start.lower() in ("latest", "earliest"):
@@ -83,16 +83,16 @@ def settings(config: dict[str, Any]) -> Settings:
         try:
             start_time = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
         except ValueError:
-            raise p.ProviderFailure(f"start must be latest, earliest or an ISO-8601 time, not {start!r}", key="start") from None
+            raise h.ProviderFailure(f"start must be latest, earliest or an ISO-8601 time, not {start!r}", key="start") from None
         start = "time"
     if config["on_gap"] not in ("fail", "skip"):
-        raise p.ProviderFailure(f"on_gap must be \"fail\" or \"skip\", not {config['on_gap']!r}", key="on_gap")
+        raise h.ProviderFailure(f"on_gap must be \"fail\" or \"skip\", not {config['on_gap']!r}", key="on_gap")
     if config["page_size"] < 2 or config["page_size"] > 100_000:
-        raise p.ProviderFailure("page_size must be between 2 and 100000", key="page_size")
+        raise h.ProviderFailure("page_size must be between 2 and 100000", key="page_size")
     if not 0 < config["poll_interval_min"] <= config["poll_interval_max"]:
-        raise p.ProviderFailure("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
+        raise h.ProviderFailure("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
     if config["max_transactions_per_pass"] < 0:
-        raise p.ProviderFailure("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
+        raise h.ProviderFailure("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
     return Settings(config["connection_string"], tuple(patterns), start, start_time, config["poll_interval_min"], config["poll_interval_max"],
                     config["page_size"], config["max_transactions_per_pass"], config["on_gap"], config["manage_cdc"], max(1, config["query_timeout"]))
 
@@ -128,7 +128,7 @@ def with_driver(connection_string: str, log: Any) -> str:
         if name in installed:
             log(f"connection_string names no DRIVER: using {name!r} (installed: {', '.join(installed)})")
             return f"DRIVER={{{name}}};" + connection_string
-    raise p.ProviderFailure(
+    raise h.ProviderFailure(
         f"connection_string names no DRIVER and no SQL Server ODBC driver is installed (pyodbc.drivers() = {installed!r})",
         hint="install Microsoft ODBC Driver 18 for SQL Server (package msodbcsql18) or FreeTDS (Debian/Ubuntu: apt-get install tdsodbc), "
              "or name one with DRIVER={...} in connection_string",

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from providers import protocol as p
+from providers import helper as h
 from providers.mssql_cdc.config import Settings, with_driver
 from providers.mssql_cdc.values import install_converters
 
@@ -36,7 +36,7 @@ class Database:
         except pyodbc.Error as exc:
             if is_connection_error(exc) or "login" in str(exc).lower():
                 raise
-            raise p.ProviderFailure(f"cannot connect to SQL Server: {exc.args[-1] if exc.args else exc}", key="connection_string") from None
+            raise h.ProviderFailure(f"cannot connect to SQL Server: {exc.args[-1] if exc.args else exc}", key="connection_string") from None
         self.conn.timeout = self.settings.query_timeout
         install_converters(self.conn)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from providers import protocol as p
+from providers import helper as h
 from providers.mssql_cdc.catalog import Instance
 from providers.mssql_cdc.position import Key
 from providers.mssql_cdc.values import Formatter, _bool, _int, _str, formatter, is_lob
@@ -131,6 +131,6 @@ class Encoder:
                 raise self.broken(r, f"operation {op} without a before-image" if op == 4 else f"unknown operation {op}")
         return out, (Key(last[0], last[3], last[1], last[2]) if last is not None else None)
 
-    def broken(self, row: Any, what: str) -> p.ProviderFailure:
-        return p.ProviderFailure(f"capture instance {self.inst.name} has {what} at LSN {row[0].hex()}; refusing to guess",
+    def broken(self, row: Any, what: str) -> h.ProviderFailure:
+        return h.ProviderFailure(f"capture instance {self.inst.name} has {what} at LSN {row[0].hex()}; refusing to guess",
                                  hint="this is not how SQL Server writes change tables; report it with the change table's rows")

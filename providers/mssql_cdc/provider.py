@@ -14,7 +14,7 @@ import sys
 if __package__ in (None, ""):  # run as a plain script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from providers import protocol as p
+from providers import helper as h
 from providers.mssql_cdc import cdc_admin
 from providers.mssql_cdc.config import FIELDS, settings
 
@@ -22,23 +22,23 @@ NAME = "mssql-cdc"
 VERSION = "1.0.0"
 
 
-def run(ctx: p.Context) -> None:
+def run(ctx: h.Context) -> None:
     from providers.mssql_cdc.reader import Reader
 
     Reader(ctx, settings(ctx.config)).run()
 
 
-def database_errors_reported(handler: p.Handler) -> p.Handler:
+def database_errors_reported(handler: h.Handler) -> h.Handler:
     """A lifecycle command that cannot reach or query SQL Server fails with the driver's message, in one line."""
 
-    def wrapped(ctx: p.Context) -> None:
+    def wrapped(ctx: h.Context) -> None:
         import pyodbc
 
         try:
             handler(ctx)
         except pyodbc.Error as exc:
             detail = str(exc.args[-1] if exc.args else exc).strip()
-            raise p.ProviderFailure(f"SQL Server: {detail}", hint="check the server, the network and the credentials in connection_string",
+            raise h.ProviderFailure(f"SQL Server: {detail}", hint="check the server, the network and the credentials in connection_string",
                                     key="connection_string") from None
 
     return wrapped
@@ -49,7 +49,7 @@ HANDLERS = {"validate": cdc_admin.validate, "plan": database_errors_reported(cdc
 
 
 def main() -> int:
-    return p.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
+    return h.serve(NAME, VERSION, FIELDS, HANDLERS, role="input")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from providers import helper as h
 from providers import protocol as p
 from providers.mssql_cdc import catalog as cat
 from providers.mssql_cdc import reader as rd
@@ -62,7 +63,7 @@ def change(lsn: int, seq: int, op: int, ident: int, name: str = "x") -> tuple[An
 def make_reader(db: Scripted, monkeypatch: pytest.MonkeyPatch, page_size: int, on_gap: str = "fail") -> tuple[rd.Reader, rd.Stream, list[Any]]:
     config = {f.name: f.default for f in FIELDS}
     config.update(connection_string="DRIVER={FreeTDS};SERVER=x", tables=["T"], page_size=page_size, on_gap=on_gap)
-    ctx = p.Context("mssql-cdc", p.Envelope("run", config, role="input", once=True), config, p.Writer(), b"")
+    ctx = h.Context("mssql-cdc", p.Envelope("run", config, role="input", once=True), config, h.Writer(), b"")
     reader = rd.Reader(ctx, settings(config))
     reader.db = db  # type: ignore[assignment]
     inst = cat.Instance("dbo_T", 7, 5, LSN[0], "2026-01-01T00:00:00.0000000", LSN[0],
@@ -102,7 +103,7 @@ def test_cleanup_racing_a_later_page_fails_before_that_page_is_written(monkeypat
     rows = [change(1, i, 2, i) for i in range(1, 4)] + [change(3, i, 2, 10 + i) for i in range(1, 4)]
     db = Scripted(rows, min_lsn=lambda n: LSN[0] if n < 2 else LSN[3])  # cleanup after the second page was read
     reader, stream, written = make_reader(db, monkeypatch, page_size=3)
-    with pytest.raises(p.ProviderFailure, match="gap in dbo.T"):
+    with pytest.raises(h.ProviderFailure, match="gap in dbo.T"):
         reader.drain(stream, LSN[9], {"dbo_t": stream.current})
     lines = [line for data, *_ in written for line in data.decode().splitlines()]
     assert [x.split('"ID":')[1].split(",")[0] for x in lines] == ["1", "2", "3"]

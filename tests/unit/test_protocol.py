@@ -11,17 +11,15 @@ from typing import Any
 
 import pytest
 
+from providers import helper as h
 from providers import protocol as p
+from providers.helper import Field, LineReader, ProviderFailure, parse_config
 from providers.protocol import (
     LIFECYCLE_REPLY_TYPES,
     RUN_REPLY_TYPES,
     DataLine,
     Envelope,
-    Field,
-    LineReader,
     ProtocolError,
-    ProviderFailure,
-    parse_config,
     parse_data_line,
     parse_reply,
 )
@@ -108,7 +106,7 @@ def test_to_json_parse_round_trip() -> None:
 
 def test_message_builders_and_writer() -> None:
     buffer = io.BytesIO()
-    writer = p.Writer(buffer)
+    writer = h.Writer(buffer)
     writer.send(p.hello("files", "1.0.0"))
     writer.send(p.checkpoint_message("Persons", {"offset": 10}), flush=False)
     writer.send(p.error_message("bad", hint="fix it", key="directroy"))
@@ -300,7 +298,7 @@ def flat(batches: list[list[tuple[int, bytes]]]) -> list[tuple[int, bytes]]:
 
 
 def test_lines_split_across_chunk_boundaries(pipe: Pipe, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(p, "READ_CHUNK", 5)  # every line crosses several reads
+    monkeypatch.setattr(h, "READ_CHUNK", 5)  # every line crosses several reads
     r = pipe.r
     data = b'{"a":1}\n{"bb":22}\n{"ccc":333}\n'
     thread = writer_thread(pipe, [data])
@@ -314,7 +312,7 @@ def test_every_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
     data = b"one\ntwo\n\nthree\nfour"
     expected = [(1, b"one"), (2, b"two"), (4, b"three"), (5, b"four")]
     for size in range(1, len(data) + 2):
-        monkeypatch.setattr(p, "READ_CHUNK", size)
+        monkeypatch.setattr(h, "READ_CHUNK", size)
         r, w = os.pipe()
         _write_all(w, data)
         os.close(w)
@@ -326,7 +324,7 @@ def test_every_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_line_longer_than_read_chunk_comes_through_whole(pipe: Pipe) -> None:
     r = pipe.r
-    big = b'{"data":"' + b"x" * (3 * p.READ_CHUNK + 17) + b'"}'
+    big = b'{"data":"' + b"x" * (3 * h.READ_CHUNK + 17) + b'"}'
     thread = writer_thread(pipe, [b'{"first":1}\n', big + b"\n", b'{"after":2}\n'])
     lines = flat(read_all(LineReader(r)))
     thread.join(10)
@@ -391,7 +389,7 @@ def test_read_envelope_line(pipe: Pipe) -> None:
     r = pipe.r
     _write_all(pipe.w, b'{"command":"run"}\n{"data":1}\n{"da')
     pipe.close(pipe.w)
-    line, rest = p.read_envelope_line(r)
+    line, rest = h.read_envelope_line(r)
     assert line == b'{"command":"run"}'
     assert rest == b'{"data":1}\n{"da'
 
@@ -400,17 +398,17 @@ def test_read_envelope_line_on_empty_stdin(pipe: Pipe) -> None:
     r = pipe.r
     pipe.close(pipe.w)
     with pytest.raises(ProtocolError, match="no command envelope"):
-        p.read_envelope_line(r)
+        h.read_envelope_line(r)
 
 
 BUGGY_PROVIDER = """
 import sys
-from providers import protocol as p
+from providers import helper as h
 
 def plan(ctx):
     raise RuntimeError("boom in plan")
 
-sys.exit(p.serve("buggy", "1", [], {"plan": plan}))
+sys.exit(h.serve("buggy", "1", [], {"plan": plan}))
 """
 
 
