@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.process import HostError, ProviderProcess, StderrRelay, send_envelope, signal_group
+from host.process import BROKE_PROTOCOL, HostError, ProviderProcess, StderrRelay, send_envelope, signal_group
 from providers.protocol import RUN_REPLY_TYPES, Envelope, ProtocolError, parse_reply
+
+UNKNOWN_STREAM = "acknowledges unknown stream {stream!r}"
 
 
 @dataclass
@@ -150,7 +152,7 @@ class Pipeline:
                 self._persist(on_acks, pending, result)  # what it acknowledged before this line holds
                 pending = {}
             if problem:
-                self._fail(output, result, HostError(f"broke the protocol: stdout line {lineno} {problem}", line=raw))
+                self._fail(output, result, HostError(BROKE_PROTOCOL.format(lineno=lineno, problem=problem), line=raw))
             elif message is None:
                 pass
             elif message["type"] == "checkpoint":
@@ -175,7 +177,7 @@ class Pipeline:
         except ProtocolError as exc:
             return None, str(exc)
         if message["type"] == "checkpoint" and message["stream"] not in self._streams:
-            return None, f"acknowledges unknown stream {message['stream']!r}"
+            return None, UNKNOWN_STREAM.format(stream=message["stream"])
         if message["type"] == "resource":
             self._streams.add(message["resource"]["name"])  # made on demand for a new stream: its acks follow
         return message, ""

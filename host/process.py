@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from providers.protocol import PROTOCOL_VERSION, Envelope, ProtocolError, parse_reply
+from providers.protocol import PROTOCOL_VERSION, Envelope, Failure, ProtocolError, parse_reply
 
 STDERR_TAIL = 20
 WATCHDOG_TICK = 0.25  # seconds
@@ -54,14 +54,11 @@ def provider_environment(names: tuple[str, ...], source: Mapping[str, str]) -> d
     return {k: v for k, v in source.items() if k in exact or (prefixes and k.startswith(prefixes))}
 
 
-class HostError(Exception):
+class HostError(Failure):
     """A provider failed or broke the protocol. `stderr_tail` holds its last log lines."""
 
     def __init__(self, message: str, hint: str | None = None, key: str | None = None, stderr_tail: list[str] | None = None, line: bytes | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.key = key
+        super().__init__(message, hint, key)
         self.stderr_tail = stderr_tail or []
         self.line = line  # the offending stdout line: shown shortened only after redaction
         self.role: str | None = None  # set where the caller cannot tell which provider failed
@@ -193,10 +190,13 @@ def converse(process: ProviderProcess, envelope: Envelope, on_message: Callable[
 
 
 _SILENCE_HINT = "raise DSTREAM_HELLO_TIMEOUT / DSTREAM_PROVIDER_TIMEOUT (seconds) if it is only slow"
+STOPPED_ANSWERING = "stopped answering: nothing on stdout or stderr for {seconds:g}s; it was killed"
+BROKE_PROTOCOL = "broke the protocol: stdout line {lineno} {problem}"
+OTHER_PROTOCOL = "speaks provider protocol {theirs!r}; this dstream speaks {ours}"
 
 
 def _silence(process: ProviderProcess, watchdog: Watchdog) -> str:
-    return f"stopped answering: nothing on stdout or stderr for {watchdog.timeout:g}s; it was killed"
+    return STOPPED_ANSWERING.format(seconds=watchdog.timeout)
 
 
 def send_envelope(proc: subprocess.Popen[bytes], envelope: Envelope) -> None:
@@ -225,11 +225,11 @@ def _read_replies(process: ProviderProcess, proc: subprocess.Popen[bytes], on_me
             message = parse_reply(raw)
         except ProtocolError as exc:
             _kill(proc)
-            raise HostError(f"broke the protocol: stdout line {lineno} {exc}", stderr_tail=list(relay.tail), line=raw) from None
+            raise HostError(BROKE_PROTOCOL.format(lineno=lineno, problem=exc), stderr_tail=list(relay.tail), line=raw) from None
         if lineno == 1:  # a hello (_says_hello): its version decides
             if message["protocol"] != PROTOCOL_VERSION:
                 _kill(proc)
-                raise HostError(f"speaks provider protocol {message['protocol']!r}; this dstream speaks {PROTOCOL_VERSION}",
+                raise HostError(OTHER_PROTOCOL.format(theirs=message["protocol"], ours=PROTOCOL_VERSION),
                                 hint="use a provider release for protocol 1, or a dstream that speaks its protocol")
             continue
         if message["type"] == "hello":

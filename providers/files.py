@@ -45,9 +45,9 @@ def file_path(config: dict[str, Any], stream: dict[str, Any]) -> str:
     try:
         filename = config["file_template"].format(**values)
     except (KeyError, IndexError, ValueError) as exc:
-        raise h.ProviderFailure(f"file_template is invalid: {exc}", key="file_template") from None
+        raise h.CommandFailed(f"file_template is invalid: {exc}", key="file_template") from None
     if not filename or "/" in filename or filename in (".", ".."):
-        raise h.ProviderFailure(f"file_template gives an unusable file name {filename!r} for stream {name!r}", key="file_template")
+        raise h.CommandFailed(f"file_template gives an unusable file name {filename!r} for stream {name!r}", key="file_template")
     return os.path.join(str(config["directory"]), filename)
 
 
@@ -58,7 +58,7 @@ def desired(ctx: h.Context) -> dict[Key, dict[str, Any]]:
         path = file_path(ctx.config, stream)
         other = seen.get(os.path.normcase(path))
         if other is not None:
-            raise h.ProviderFailure(f"streams {other!r} and {stream['name']!r} both map to {path}", key="file_template")
+            raise h.CommandFailed(f"streams {other!r} and {stream['name']!r} both map to {path}", key="file_template")
         seen[os.path.normcase(path)] = stream["name"]
         result[(RESOURCE, stream["name"])] = {"path": path}
     return result
@@ -88,7 +88,7 @@ def compute(ctx: h.Context, wanted: dict[Key, dict[str, Any]]) -> Any:
     diff = diff_resources(wanted, known, actual, immutable=frozenset({"path"}))
     if diff.unmanaged and not ctx.config["adopt_existing"]:
         key = diff.unmanaged[0]
-        raise h.ProviderFailure(
+        raise h.CommandFailed(
             f"{wanted[key]['path']} exists but is not managed by this task",
             hint="move it away, or set adopt_existing = true to take it over",
         )
@@ -127,15 +127,15 @@ def check_change(ctx: h.Context, change: Any, known: dict[Key, dict[str, Any]], 
         key, action = (change["resource"]["type"], change["resource"]["name"]), change["action"]
         before, after = (change.get("before") or {}).get("path"), (change.get("after") or {}).get("path")
     except (KeyError, TypeError, AttributeError):
-        raise h.ProviderFailure(f"the plan holds a malformed change: {change!r}", hint=NEW_PLAN) from None
+        raise h.CommandFailed(f"the plan holds a malformed change: {change!r}", hint=NEW_PLAN) from None
     if action not in ACTIONS:
-        raise h.ProviderFailure(f"the plan holds an unknown action {action!r} for {key[0]}.{key[1]}", hint=NEW_PLAN)
+        raise h.CommandFailed(f"the plan holds an unknown action {action!r} for {key[0]}.{key[1]}", hint=NEW_PLAN)
     if action in ("delete", "replace") and (key not in known or known[key].get("path") != before):
-        raise h.ProviderFailure(f"the plan would {action} {before}, which is not in this task's state as {key[0]}.{key[1]}", hint=NEW_PLAN)
+        raise h.CommandFailed(f"the plan would {action} {before}, which is not in this task's state as {key[0]}.{key[1]}", hint=NEW_PLAN)
     if action != "delete" and (key not in wanted or wanted[key]["path"] != after):
-        raise h.ProviderFailure(f"the plan would {action} {after}, which this task's config does not ask for as {key[0]}.{key[1]}", hint=NEW_PLAN)
+        raise h.CommandFailed(f"the plan would {action} {after}, which this task's config does not ask for as {key[0]}.{key[1]}", hint=NEW_PLAN)
     if action == "adopt" and not ctx.config["adopt_existing"]:
-        raise h.ProviderFailure(f"the plan would adopt {after}, but adopt_existing is not set", hint=NEW_PLAN)
+        raise h.CommandFailed(f"the plan would adopt {after}, but adopt_existing is not set", hint=NEW_PLAN)
 
 
 def apply(ctx: h.Context, change: dict[str, Any], known: dict[Key, dict[str, Any]]) -> None:
@@ -185,12 +185,12 @@ def create_new(ctx: h.Context, path: str) -> dict[str, Any]:
         create(path)
     except FileExistsError:
         if not ctx.config["adopt_existing"]:
-            raise h.ProviderFailure(f"{path} exists but is not managed by this task",
+            raise h.CommandFailed(f"{path} exists but is not managed by this task",
                                     hint="move it away, or set adopt_existing = true to take it over") from None
         ctx.log(f"adopted {path}")
         return {"path": path, "adopted": True}
     except OSError as exc:
-        raise h.ProviderFailure(f"cannot create {path}: {exc.strerror or exc}") from None
+        raise h.CommandFailed(f"cannot create {path}: {exc.strerror or exc}") from None
     ctx.log(f"created {path}")
     return {"path": path}
 
@@ -221,7 +221,7 @@ def remove(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise h.ProviderFailure(f"cannot delete {path}: {exc.strerror or exc}") from None
+        raise h.CommandFailed(f"cannot delete {path}: {exc.strerror or exc}") from None
 
 
 def destroy(ctx: h.Context) -> None:
@@ -249,7 +249,7 @@ def validate(ctx: h.Context) -> None:
 # --- run: append whole lines, make them durable, then acknowledge ----------------
 
 
-class WriteFailure(h.ProviderFailure):
+class WriteFailure(h.CommandFailed):
     """Writing or fsyncing an output file failed; nothing past the last durable line was acknowledged."""
 
 
@@ -339,7 +339,7 @@ class Sink:
         if line.is_change:
             out = self.files.get(stream or "")
             if out is None:
-                raise h.ProviderFailure(f"no file for stream {stream!r} (input line {line.lineno})", hint="run dstream init")
+                raise h.CommandFailed(f"no file for stream {stream!r} (input line {line.lineno})", hint="run dstream init")
             out.buffer += line.raw
             out.buffer += b"\n"
             self.dirty.add(stream or "")
@@ -389,7 +389,7 @@ def run(ctx: h.Context) -> None:
         paths = {s["name"]: file_path(ctx.config, s) for s in ctx.envelope.streams}
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
-        raise h.ProviderFailure(f"{missing[0]} does not exist", hint="run dstream plan to see the drift, then dstream init")
+        raise h.CommandFailed(f"{missing[0]} does not exist", hint="run dstream plan to see the drift, then dstream init")
     sink = Sink(paths, ctx.config["fsync"], ctx.log)
     reader = h.LineReader(0, first_lineno=2, prefix=ctx.stdin_rest)
     try:
@@ -399,7 +399,7 @@ def run(ctx: h.Context) -> None:
                     sink.take(p.parse_data_line(raw, lineno))
             except WriteFailure:
                 raise
-            except (h.ProviderFailure, p.ProtocolError):
+            except (h.CommandFailed, p.ProtocolError):
                 sink.sync(ctx.writer)  # acknowledge what came before the bad line
                 raise
             if sink.due() or not reader.more_ready():

@@ -31,7 +31,7 @@ FIELDS = [
 def stream_list(config: dict[str, Any]) -> list[dict[str, Any]]:
     tables = config["tables"]
     if not tables or not all(isinstance(t, str) and t for t in tables):
-        raise h.ProviderFailure("tables must be a non-empty list of names", key="tables")
+        raise h.CommandFailed("tables must be a non-empty list of names", key="tables")
     return [{"name": t, "table": t, "schema": "dbo"} for t in tables]
 
 
@@ -52,7 +52,7 @@ def run(ctx: h.Context) -> None:
     tables = [s["name"] for s in stream_list(ctx.config)]
     for table in tables:  # names go into JSON unescaped above: keep them plain
         if json.dumps(table) != f'"{table}"':
-            raise h.ProviderFailure(f"table name {table!r} needs escaping; use plain names", key="tables")
+            raise h.CommandFailed(f"table name {table!r} needs escaping; use plain names", key="tables")
     done = {s: int(pos.get("seq", 0)) for s, pos in ctx.envelope.checkpoints.items() if isinstance(pos, dict)}
     start = min(done.get(t, 0) for t in tables) + 1
     count = ctx.config["count"]

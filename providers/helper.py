@@ -17,19 +17,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.protocol import LIFECYCLE_COMMANDS, Envelope, ProtocolError, dumps, error_message, hello
+from providers.protocol import LIFECYCLE_COMMANDS, Envelope, Failure, ProtocolError, dumps, error_message, hello
 
 READ_CHUNK = 1 << 20  # bytes per os.read on stdin; lines may be longer
 
 
-class ProviderFailure(Exception):
-    """A provider cannot do what it was asked; reported as an error message."""
-
-    def __init__(self, message: str, hint: str | None = None, key: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.key = key
+class CommandFailed(Failure):
+    """A provider cannot do what it was asked; `serve` reports it as one `error` message."""
 
 
 class Writer:
@@ -140,22 +134,22 @@ def parse_config(fields: list[Field], raw: Mapping[str, Any]) -> dict[str, Any]:
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(known))}"
-            raise ProviderFailure(f"unknown config key '{key}'", hint=hint, key=key)
+            raise CommandFailed(f"unknown config key '{key}'", hint=hint, key=key)
     config: dict[str, Any] = {}
     for f in fields:
         if f.name not in raw or raw[f.name] is None:
             if f.required:
-                raise ProviderFailure(f"missing required config key '{f.name}'", hint=f.help or None, key=f.name)
+                raise CommandFailed(f"missing required config key '{f.name}'", hint=f.help or None, key=f.name)
             config[f.name] = f.default
             continue
         value = raw[f.name]
         if isinstance(value, bool) and f.kind in (int, float):
-            raise ProviderFailure(f"config key '{f.name}' must be a number, not {value!r}", key=f.name)
+            raise CommandFailed(f"config key '{f.name}' must be a number, not {value!r}", key=f.name)
         if f.kind is float and isinstance(value, int):
             value = float(value)
         if not isinstance(value, f.kind):
             expected = f.kind.__name__ if isinstance(f.kind, type) else " or ".join(k.__name__ for k in f.kind)
-            raise ProviderFailure(f"config key '{f.name}' must be {expected}, not {type(value).__name__}", key=f.name)
+            raise CommandFailed(f"config key '{f.name}' must be {expected}, not {type(value).__name__}", key=f.name)
         config[f.name] = value
     return config
 
@@ -217,8 +211,8 @@ def serve(name: str, version: str, fields: list[Field], handlers: Mapping[str, H
             handler(ctx)
         writer.flush()
         return 0
-    except (ProviderFailure, ProtocolError) as exc:
-        failure = exc if isinstance(exc, ProviderFailure) else ProviderFailure(str(exc))
+    except (CommandFailed, ProtocolError) as exc:
+        failure = exc if isinstance(exc, CommandFailed) else CommandFailed(str(exc))
         data_pipe = role == "input" and (envelope is None or envelope.command == "run")
         _report(name, None if data_pipe else writer, failure)
         return 1
@@ -231,12 +225,12 @@ def serve(name: str, version: str, fields: list[Field], handlers: Mapping[str, H
         if os.environ.get("DSTREAM_DEBUG"):
             traceback.print_exc()
         data_pipe = role == "input" and (envelope is None or envelope.command == "run")
-        _report(name, None if data_pipe else writer, ProviderFailure(f"internal error: {type(exc).__name__}: {exc}",
+        _report(name, None if data_pipe else writer, CommandFailed(f"internal error: {type(exc).__name__}: {exc}",
                                                                     hint="run dstream with --log-level debug for the traceback"))
         return 1
 
 
-def _report(name: str, writer: Writer | None, failure: ProviderFailure) -> None:
+def _report(name: str, writer: Writer | None, failure: CommandFailed) -> None:
     """The failure goes once: as an `error` line where stdout is ours, else on stderr."""
     if writer is not None:
         try:

@@ -36,7 +36,7 @@ def open_file(path: str) -> Any:
     try:
         return open(path, "rb")
     except OSError as exc:
-        raise h.ProviderFailure(f"cannot read {path}: {exc.strerror}", key="path") from None
+        raise h.CommandFailed(f"cannot read {path}: {exc.strerror}", key="path") from None
 
 
 def records(handle: Any, start: int = 0) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
@@ -54,9 +54,9 @@ def records(handle: Any, start: int = 0) -> Iterator[tuple[int, bytes, dict[str,
         try:
             envelope = json.loads(raw)
         except ValueError:
-            raise h.ProviderFailure(f"line at byte {offset - len(raw)} of {handle.name} is not JSON") from None
+            raise h.CommandFailed(f"line at byte {offset - len(raw)} of {handle.name} is not JSON") from None
         if not isinstance(envelope, dict) or not table_of(envelope):
-            raise h.ProviderFailure(f"line at byte {offset - len(raw)} of {handle.name} has no metadata.TableName")
+            raise h.CommandFailed(f"line at byte {offset - len(raw)} of {handle.name} has no metadata.TableName")
         yield offset, raw, envelope
 
 
@@ -92,8 +92,8 @@ def check_resumable(handle: Any, checkpoints: dict[str, Any]) -> None:
             raise moved(handle.name, stream, end, "the line before that offset differs: replaced or rewritten")
 
 
-def moved(path: str, stream: str, end: int, what: str) -> h.ProviderFailure:
-    return h.ProviderFailure(f"{path} is not the file stream {stream} was read from up to byte {end}: {what}",
+def moved(path: str, stream: str, end: int, what: str) -> h.CommandFailed:
+    return h.CommandFailed(f"{path} is not the file stream {stream} was read from up to byte {end}: {what}",
                              hint="restore the file, or start the stream afresh: dstream destroy, then dstream init", key="path")
 
 
@@ -154,13 +154,13 @@ def check_still_there(handle: Any, path: str, read_to: int) -> None:
     try:
         now = os.stat(path)
     except OSError as exc:
-        raise h.ProviderFailure(f"{path} went away while being followed: {exc.strerror}", key="path") from None
+        raise h.CommandFailed(f"{path} went away while being followed: {exc.strerror}", key="path") from None
     mine = os.fstat(handle.fileno())
     if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-        raise h.ProviderFailure(f"{path} was replaced while being followed (rotated?) after byte {read_to}",
+        raise h.CommandFailed(f"{path} was replaced while being followed (rotated?) after byte {read_to}",
                                 hint="dstream run again reads the new file only if it still holds the old content; otherwise dstream destroy, then dstream init", key="path")
     if mine.st_size < read_to:
-        raise h.ProviderFailure(f"{path} was truncated to {mine.st_size} bytes while being followed (read up to byte {read_to})",
+        raise h.CommandFailed(f"{path} was truncated to {mine.st_size} bytes while being followed (read up to byte {read_to})",
                                 hint="restore the file, or start afresh: dstream destroy, then dstream init", key="path")
 
 

@@ -19,6 +19,18 @@ COMMANDS = ("validate", "plan", "init", "status", "destroy", "run")
 LIFECYCLE_COMMANDS = ("validate", "plan", "init", "status", "destroy")
 
 
+class Failure(Exception):
+    """The one shape of every failure in dstream and its providers: what happened, what to do
+    (`hint`) and, where a config value is at fault, its `key`. dstream's errors (state/errors.py),
+    the host's (host/process.py) and a provider's (helper.CommandFailed) all derive from it."""
+
+    def __init__(self, message: str, hint: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.key = key
+
+
 class ProtocolError(Exception):
     """A peer broke the protocol (malformed line, unknown message)."""
 

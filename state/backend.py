@@ -30,6 +30,9 @@ CHECKPOINTS_KEY = "checkpoints"
 STATE_LOCK = "state"
 RUN_LOCK = "run"
 ANY = "*"  # put() precondition: overwrite whatever is there
+# user-facing messages that tests assert (as named constants, so both say the same)
+ALREADY_RUNNING = "task is already running"
+STATE_LOCKED = "state is locked"
 CAS_ATTEMPTS = 20  # checkpoint writers that race: each retries on the fresh copy
 
 
@@ -127,7 +130,7 @@ def acquire(locker: Locker, name: str, info: LockInfo, timeout: float, sleep: Ca
             return
         left = deadline - time.monotonic()
         if left <= 0:
-            what = "task is already running" if name == RUN_LOCK else "state is locked"
+            what = ALREADY_RUNNING if name == RUN_LOCK else STATE_LOCKED
             raise LockedError(f"{what}: {holder.describe()}", hint=_lock_hint(name, holder, timeout))
         if not told:
             log.warning("waiting for the %s lock, %s", name, holder.describe())

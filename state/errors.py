@@ -1,15 +1,15 @@
-"""The one error hierarchy. The CLI turns these into a line of text and an exit code."""
+"""dstream's errors: the CLI turns each into one line of text and an exit code.
+
+They share one base with the host's and the providers' failures (providers.protocol.Failure).
+"""
 
 from __future__ import annotations
 
+from providers.protocol import Failure
 
-class DstreamError(Exception):
+
+class DstreamError(Failure):
     """A failure the user can act on: what happened, and a hint of what to do."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
     def __str__(self) -> str:
         return self.message + (f" ({self.hint})" if self.hint else "")

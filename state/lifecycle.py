@@ -28,6 +28,7 @@ from state.secrets import SENSITIVE, Redactor, find_secrets, is_secret_key, mask
 
 log = logging.getLogger("dstream")
 ROLES = ("input", "output")
+NOT_INITIALISED = "task {task} has not been initialised"
 RECORD_LOCK_TIMEOUT = 60.0  # seconds a run waits for the state lock to record a resource
 LogSink = Callable[[str, str], None]  # (provider label, stderr line)
 
@@ -354,7 +355,7 @@ def run(session: Session, once: bool, interval: float = 1.0) -> tuple[RunResult,
     start position recorded meanwhile survives."""
     state = session.manager.read()
     if state.serial == 0:
-        raise DstreamError(f"task {session.task.name} has not been initialised", hint=f"run: dstream init {os.path.relpath(session.task.file)}")
+        raise DstreamError(NOT_INITIALISED.format(task=session.task.name), hint=f"run: dstream init {os.path.relpath(session.task.file)}")
     pipeline = Pipeline(session.process("input"), session.process("output"), lambda label, line: session.relay(label)(line))
     lost: list[str] = []
 

@@ -72,7 +72,7 @@ class Worker(threading.Thread):
         self.stream, self.queue_name = stream, queue_name
         self.connect, self.limit, self.acker, self.timeout, self.log = connect, limit, acker, timeout, log
         self.inbox: queues.Queue[Any] = queues.Queue(maxsize=INBOX)
-        self.failure: h.ProviderFailure | None = None
+        self.failure: h.CommandFailed | None = None
         self.client: Any = None
         self.sender: Any = None
         self.batch: Any = None
@@ -91,11 +91,11 @@ class Worker(threading.Thread):
         try:
             self.loop()
         except Fatal as exc:
-            self.failure = h.ProviderFailure(str(exc))
-        except h.ProviderFailure as exc:
+            self.failure = h.CommandFailed(str(exc))
+        except h.CommandFailed as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - reported, never swallowed
-            self.failure = h.ProviderFailure(f"queue {self.queue_name}: unexpected {type(exc).__name__}: {scrub(str(exc))}")
+            self.failure = h.CommandFailed(f"queue {self.queue_name}: unexpected {type(exc).__name__}: {scrub(str(exc))}")
         finally:
             self.close()
 
@@ -233,7 +233,7 @@ def connector(config: dict[str, Any]) -> Callable[[], Any]:
             try:
                 return ServiceBusClient.from_connection_string(config["connection_string"], **options)
             except ValueError:
-                raise h.ProviderFailure("connection_string is not a valid Service Bus connection string", key="connection_string") from None
+                raise h.CommandFailed("connection_string is not a valid Service Bus connection string", key="connection_string") from None
         from azure.identity import DefaultAzureCredential
 
         host = config.get("fully_qualified_namespace") or f"{config['namespace']}.servicebus.windows.net"
@@ -256,7 +256,7 @@ class Delivery:
         tier_limit = settings.TIER_BATCH_BYTES[self.tier]
         wanted = int(self.config["max_batch_bytes"] or 0)
         if wanted < 0:
-            raise h.ProviderFailure("max_batch_bytes must be positive", key="max_batch_bytes")
+            raise h.CommandFailed("max_batch_bytes must be positive", key="max_batch_bytes")
         self.limit = min(wanted, tier_limit - BATCH_HEADROOM) if wanted else tier_limit - BATCH_HEADROOM
         self.acker = Acker(ctx.writer)
         self.connect = connector(self.config)
@@ -278,7 +278,7 @@ class Delivery:
             self.workers[stream] = worker
         return worker
 
-    def failure(self) -> h.ProviderFailure | None:
+    def failure(self) -> h.CommandFailed | None:
         for worker in self.workers.values():
             if worker.failure is not None:
                 return worker.failure
@@ -305,14 +305,14 @@ class Delivery:
 
     def create_on_demand(self, stream: str, envelope: dict[str, Any], lineno: int) -> None:
         if not self.config["create_queues_on_demand"]:
-            raise h.ProviderFailure(f"no queue for stream {stream!r} (input line {lineno})",
+            raise h.CommandFailed(f"no queue for stream {stream!r} (input line {lineno})",
                                     hint="run dstream plan and dstream init, or set create_queues_on_demand = true")
         metadata = envelope.get("metadata") or {}
         info = self.streams.get(stream) or {"name": stream, "table": metadata.get("TableName") or stream, "schema": metadata.get("Schema") or ""}
         name = settings.queue_name(self.config["queue_name"], info)
         taken = {settings.fold(q): q for q in self.queues.values()}
         if settings.fold(name) in taken:
-            raise h.ProviderFailure(f"stream {stream!r} would share queue {taken[settings.fold(name)]!r} with another stream (queue names are case-insensitive)",
+            raise h.CommandFailed(f"stream {stream!r} would share queue {taken[settings.fold(name)]!r} with another stream (queue names are case-insensitive)",
                                     key="queue_name")
         if self.mgmt is None:
             self.mgmt = Management(self.config)
@@ -321,7 +321,7 @@ class Delivery:
         attrs = settings.attributes(self.config, name, self.tier)
         existing = (self.live or {}).get(settings.fold(name))
         if existing is not None and not self.config["adopt_existing"]:
-            raise h.ProviderFailure(f"queue {name} exists but is not managed by this task (stream {stream!r}, input line {lineno})",
+            raise h.CommandFailed(f"queue {name} exists but is not managed by this task (stream {stream!r}, input line {lineno})",
                                     hint="set adopt_existing = true to take it over", key="adopt_existing")
         if existing is not None:
             attrs, arm = settings.from_arm(existing, self.tier, name), self.mgmt.arm_id(name)  # the configured spelling, not the listed one
@@ -355,10 +355,10 @@ def run(ctx: h.Context) -> None:
             failure = delivery.failure()
             if failure is not None:
                 raise failure
-    except (h.ProviderFailure, p.ProtocolError):
+    except (h.CommandFailed, p.ProtocolError):
         try:
             delivery.finish()  # acknowledge what was accepted before the problem
-        except h.ProviderFailure:
+        except h.CommandFailed:
             pass  # the first problem is the one reported
         raise
     delivery.finish()

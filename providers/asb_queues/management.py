@@ -2,7 +2,7 @@
 
 One namespace GET for the tier, one paged list for every queue; PUT and DELETE
 per change. azure-core retries 408/429/5xx and honours Retry-After. Errors
-become ProviderFailure with the queue, the operation and ARM's code; never a
+become CommandFailed with the queue, the operation and ARM's code; never a
 token or a connection string.
 """
 
@@ -32,7 +32,7 @@ class Management:
         self.ns = config["namespace"]
         endpoint = config["management_endpoint"].rstrip("/")
         if not endpoint.startswith("https://"):
-            raise h.ProviderFailure(f"management_endpoint must be an https:// URL, not {endpoint!r}", key="management_endpoint")
+            raise h.CommandFailed(f"management_endpoint must be an https:// URL, not {endpoint!r}", key="management_endpoint")
         from azure.identity import DefaultAzureCredential
         from azure.mgmt.servicebus import ServiceBusManagementClient
 
@@ -48,14 +48,14 @@ class Management:
         except ResourceNotFoundError:
             raise
         except ClientAuthenticationError as exc:
-            raise h.ProviderFailure(f"cannot authenticate to Azure for {what}: {scrub(first_line(exc))}",
+            raise h.CommandFailed(f"cannot authenticate to Azure for {what}: {scrub(first_line(exc))}",
                                     hint="sign in (az login), or set the environment for DefaultAzureCredential") from None
         except HttpResponseError as exc:
             code = getattr(getattr(exc, "error", None), "code", None) or exc.status_code
             message = getattr(getattr(exc, "error", None), "message", None) or first_line(exc)
-            raise h.ProviderFailure(f"Resource Manager refused {what}: {code}: {scrub(str(message))}", key=key) from None
+            raise h.CommandFailed(f"Resource Manager refused {what}: {code}: {scrub(str(message))}", key=key) from None
         except ServiceRequestError as exc:
-            raise h.ProviderFailure(f"cannot reach Resource Manager at {self.config['management_endpoint']} for {what}: {scrub(first_line(exc))}",
+            raise h.CommandFailed(f"cannot reach Resource Manager at {self.config['management_endpoint']} for {what}: {scrub(first_line(exc))}",
                                     key="management_endpoint") from None
 
     def tier(self) -> str:
@@ -64,7 +64,7 @@ class Management:
         try:
             namespace = self.call(f"reading namespace {self.ns}", lambda: self.client.namespaces.get(self.rg, self.ns))
         except ResourceNotFoundError:
-            raise h.ProviderFailure(f"Service Bus namespace {self.ns!r} not found in resource group {self.rg!r}", key="namespace") from None
+            raise h.CommandFailed(f"Service Bus namespace {self.ns!r} not found in resource group {self.rg!r}", key="namespace") from None
         sku = getattr(getattr(namespace, "sku", None), "name", None) or "Standard"
         name = str(getattr(sku, "value", sku))
         return next((t for t in settings.TIERS if t.lower() == name.lower()), "Standard")

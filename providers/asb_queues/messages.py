@@ -60,11 +60,11 @@ def session(mode: str, stream: str, envelope: dict[str, Any], keys: list[str] | 
     else:
         data = envelope.get("data") or {}
         if not keys:
-            raise h.ProviderFailure(f"session_id = primary_key, but no key columns are known for table {stream!r} (input line {lineno})",
+            raise h.CommandFailed(f"session_id = primary_key, but no key columns are known for table {stream!r} (input line {lineno})",
                                     hint="set primary_keys = { <table> = [\"<column>\", ...] }", key="primary_keys")
         missing = [k for k in keys if k not in data]
         if missing:
-            raise h.ProviderFailure(f"change for table {stream!r} at input line {lineno} lacks key column(s) {', '.join(missing)} for its session id",
+            raise h.CommandFailed(f"change for table {stream!r} at input line {lineno} lacks key column(s) {', '.join(missing)} for its session id",
                                     key="primary_keys")
         value = "|".join(json.dumps(data[k], separators=(",", ":")) if not isinstance(data[k], str) else data[k] for k in keys)
     return value if len(value) <= MAX_ID else "sha256:" + hashlib.sha256(value.encode()).hexdigest()

@@ -76,11 +76,11 @@ class Planner:
             diff = diff_resources(self.wanted, self.known, self.live, immutable=settings.IMMUTABLE, equal=settings.equal,
                                   normalise=settings.resource_key)
         except SameKey as exc:
-            raise h.ProviderFailure(f"the state holds two queues for one stream: {exc} (stream names are case-insensitive)",
+            raise h.CommandFailed(f"the state holds two queues for one stream: {exc} (stream names are case-insensitive)",
                                     hint="remove one with dstream state push after editing a state pull") from None
         if diff.unmanaged and not self.ctx.config["adopt_existing"]:
             names = ", ".join(self.wanted[k]["queue"] for k in diff.unmanaged)
-            raise h.ProviderFailure(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
+            raise h.CommandFailed(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
                                     hint="delete or rename them, or set adopt_existing = true to take them over", key="adopt_existing")
         live = self.live or {}
         for key in diff.unmanaged:  # adopted as they are: recorded in state, not modified
@@ -150,7 +150,7 @@ class Applier:
             self.apply_all(group)
 
     def apply_all(self, changes: list[dict[str, Any]]) -> None:
-        failure: h.ProviderFailure | None = None
+        failure: h.CommandFailed | None = None
         todo = list(changes)
         running: dict[Future[list[tuple[str, dict[str, Any]]]], dict[str, Any]] = {}
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -168,7 +168,7 @@ class Applier:
                     except Partial as exc:
                         results, failure = exc.done, failure or exc.failure
                     except Exception as exc:  # anything else: report it, keep what exists recorded
-                        results, failure = [], failure or h.ProviderFailure(f"unexpected error: {type(exc).__name__}: {exc}")
+                        results, failure = [], failure or h.CommandFailed(f"unexpected error: {type(exc).__name__}: {exc}")
                     for action, res in results:
                         self.ctx.send(p.resource_message(action, res))
         if failure is not None:
@@ -193,13 +193,13 @@ class Applier:
             if action == "adopt" and after:
                 done.append(("created", resource(self.mgmt.arm_id(after["queue"]), key, after)))
                 self.ctx.log(f"adopted queue {after['queue']}")
-        except h.ProviderFailure as exc:  # what happened before the failure still goes to state
-            raise Partial(done, h.ProviderFailure(f"stream {key[1]}: {exc.message}", hint=exc.hint, key=exc.key)) from None
+        except h.CommandFailed as exc:  # what happened before the failure still goes to state
+            raise Partial(done, h.CommandFailed(f"stream {key[1]}: {exc.message}", hint=exc.hint, key=exc.key)) from None
         return done
 
 
 class Partial(Exception):
-    def __init__(self, done: list[tuple[str, dict[str, Any]]], failure: h.ProviderFailure):
+    def __init__(self, done: list[tuple[str, dict[str, Any]]], failure: h.CommandFailed):
         super().__init__(failure.message)
         self.done, self.failure = done, failure
 

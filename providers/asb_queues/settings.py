@@ -129,7 +129,7 @@ def queue_block(config: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     if isinstance(raw, list):
         if len(raw) != 1 or not isinstance(raw[0], dict):
-            raise h.ProviderFailure("there must be at most one queue { } block", key="queue")
+            raise h.CommandFailed("there must be at most one queue { } block", key="queue")
         raw = raw[0]
     block: dict[str, Any] = {}
     for key, value in raw.items():
@@ -137,17 +137,17 @@ def queue_block(config: Mapping[str, Any]) -> dict[str, Any]:
             import difflib
 
             close = difflib.get_close_matches(key, list(QUEUE_KEYS), n=1)
-            raise h.ProviderFailure(f"unknown queue property '{key}'", hint=f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(QUEUE_KEYS)}", key="queue")
+            raise h.CommandFailed(f"unknown queue property '{key}'", hint=f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(QUEUE_KEYS)}", key="queue")
         kind = QUEUE_KEYS[key][1]
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-            raise h.ProviderFailure(f"queue property '{key}' must be a whole number, not {value!r}", key="queue")
+            raise h.CommandFailed(f"queue property '{key}' must be a whole number, not {value!r}", key="queue")
         if kind == "bool" and not isinstance(value, bool):
-            raise h.ProviderFailure(f"queue property '{key}' must be true or false, not {value!r}", key="queue")
+            raise h.CommandFailed(f"queue property '{key}' must be true or false, not {value!r}", key="queue")
         if kind == "duration":
             try:
                 value = canonical(value)
             except ValueError as exc:
-                raise h.ProviderFailure(f"queue property '{key}': {exc}", key="queue") from None
+                raise h.CommandFailed(f"queue property '{key}': {exc}", key="queue") from None
         block[key] = value
     return block
 
@@ -160,13 +160,13 @@ def check_ranges(attrs: Mapping[str, Any]) -> None:
     ]
     for key, low, high, text in rules:
         if not low <= seconds(attrs[key]) <= high:
-            raise h.ProviderFailure(f"queue property '{key}' = {attrs[key]} must be {text}", key="queue")
+            raise h.CommandFailed(f"queue property '{key}' = {attrs[key]} must be {text}", key="queue")
     if seconds(attrs["default_message_time_to_live"]) < 1:
-        raise h.ProviderFailure("queue property 'default_message_time_to_live' must be at least 1 second", key="queue")
+        raise h.CommandFailed("queue property 'default_message_time_to_live' must be at least 1 second", key="queue")
     if attrs["max_delivery_count"] < 1:
-        raise h.ProviderFailure("queue property 'max_delivery_count' must be at least 1", key="queue")
+        raise h.CommandFailed("queue property 'max_delivery_count' must be at least 1", key="queue")
     if attrs["max_size_in_megabytes"] < 1024:
-        raise h.ProviderFailure("queue property 'max_size_in_megabytes' must be at least 1024", key="queue")
+        raise h.CommandFailed("queue property 'max_size_in_megabytes' must be at least 1024", key="queue")
 
 
 def check_tier(tier: str, block: Mapping[str, Any], session_mode: str) -> None:
@@ -177,10 +177,10 @@ def check_tier(tier: str, block: Mapping[str, Any], session_mode: str) -> None:
     if "default_message_time_to_live" in block and seconds(block["default_message_time_to_live"]) != seconds(BASIC_DEFAULT_TTL):
         refused.append("default_message_time_to_live")
     if refused:
-        raise h.ProviderFailure(f"the namespace is Basic tier, which does not support {', '.join(refused)}",
+        raise h.CommandFailed(f"the namespace is Basic tier, which does not support {', '.join(refused)}",
                                 hint="remove them from the queue block, or upgrade the namespace to Standard", key="queue")
     if session_mode != "none":
-        raise h.ProviderFailure("the namespace is Basic tier, which has no sessions: session_id must be none", key="session_id")
+        raise h.CommandFailed("the namespace is Basic tier, which has no sessions: session_id must be none", key="session_id")
 
 
 # --- names and desired queues --------------------------------------------------------------
@@ -203,9 +203,9 @@ def queue_name(template: str, stream: Mapping[str, Any]) -> str:
     try:
         queue = template.format(**values)
     except (KeyError, IndexError, ValueError) as exc:
-        raise h.ProviderFailure(f"queue_name template {template!r} is invalid: {exc}", hint="use {table}, {schema} and {stream}", key="queue_name") from None
+        raise h.CommandFailed(f"queue_name template {template!r} is invalid: {exc}", hint="use {table}, {schema} and {stream}", key="queue_name") from None
     if not _QUEUE_NAME.match(queue):
-        raise h.ProviderFailure(
+        raise h.CommandFailed(
             f"queue name {queue!r} (stream {name!r}) breaks Service Bus naming rules",
             hint="1-260 letters, digits, periods, hyphens and underscores, starting and ending with a letter or digit", key="queue_name")
     return queue
@@ -220,10 +220,10 @@ def queue_names(config: Mapping[str, Any], streams: tuple[dict[str, Any], ...] |
         name = str(stream["name"])
         queue = queue_name(config["queue_name"], stream)
         if fold(queue) in queues:
-            raise h.ProviderFailure(f"streams {queues[fold(queue)]!r} and {name!r} both map to queue {queue!r} (queue names are case-insensitive)",
+            raise h.CommandFailed(f"streams {queues[fold(queue)]!r} and {name!r} both map to queue {queue!r} (queue names are case-insensitive)",
                                     hint="make queue_name tell them apart, e.g. {schema}_{table}_cdc_events", key="queue_name")
         if fold(name) in names:
-            raise h.ProviderFailure(f"streams {names[fold(name)]!r} and {name!r} differ only in case, which asb-queues cannot tell apart (names are case-insensitive)")
+            raise h.CommandFailed(f"streams {names[fold(name)]!r} and {name!r} differ only in case, which asb-queues cannot tell apart (names are case-insensitive)")
         queues[fold(queue)] = names[fold(name)] = name
         result[name] = queue
     return result
@@ -232,7 +232,7 @@ def queue_names(config: Mapping[str, Any], streams: tuple[dict[str, Any], ...] |
 def session_mode(config: Mapping[str, Any]) -> str:
     mode = config["session_id"].strip().lower().replace(" ", "_").replace("-", "_")
     if mode not in SESSION_MODES:
-        raise h.ProviderFailure(f"session_id must be one of none, table, primary_key, not {config['session_id']!r}", key="session_id")
+        raise h.CommandFailed(f"session_id must be one of none, table, primary_key, not {config['session_id']!r}", key="session_id")
     return str(mode)
 
 
@@ -250,7 +250,7 @@ def attributes(config: Mapping[str, Any], queue: str, tier: str) -> dict[str, An
     if not attrs["requires_duplicate_detection"] and "duplicate_detection_history_time_window" not in block:
         attrs["duplicate_detection_history_time_window"] = "PT10M"  # Azure's default, shown as it is
     if attrs["requires_session"] and mode == "none":
-        raise h.ProviderFailure("requires_session = true needs session_id = table or primary_key (Service Bus refuses messages without one)", key="session_id")
+        raise h.CommandFailed("requires_session = true needs session_id = table or primary_key (Service Bus refuses messages without one)", key="session_id")
     for key in DURATION_KEYS:
         attrs[key] = canonical(attrs[key])
     check_ranges(attrs)

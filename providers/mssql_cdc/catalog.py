@@ -102,11 +102,11 @@ class Catalog:
                 found = [t for t in self.tables.values() if t.tracked and matches(pattern, t.schema, t.name)]
                 if not found:
                     p_text = ".".join(pattern)
-                    raise h.ProviderFailure(f"table pattern {p_text!r} matches no CDC-enabled table in database {self.database!r}", key="tables")
+                    raise h.CommandFailed(f"table pattern {p_text!r} matches no CDC-enabled table in database {self.database!r}", key="tables")
             else:
                 table = self.tables.get((pattern[0].lower(), pattern[1].lower()))
                 if table is None:
-                    raise h.ProviderFailure(f"table {pattern[0]}.{pattern[1]} does not exist in database {self.database!r}",
+                    raise h.CommandFailed(f"table {pattern[0]}.{pattern[1]} does not exist in database {self.database!r}",
                                             hint="tables must name existing tables (schema.table; the schema defaults to dbo)", key="tables")
                 found = [table]
             for t in found:
@@ -115,11 +115,11 @@ class Catalog:
         names: dict[str, Table] = {}
         for t in tables:
             if t.stream.lower() in names:
-                raise h.ProviderFailure(f"tables {t.schema}.{t.name} and {names[t.stream.lower()].schema}.{t.name} map to the same stream", key="tables")
+                raise h.CommandFailed(f"tables {t.schema}.{t.name} and {names[t.stream.lower()].schema}.{t.name} map to the same stream", key="tables")
             names[t.stream.lower()] = t
         missing = [t for t in tables if not t.instances]
         if missing and not allow_untracked:
-            raise h.ProviderFailure(
+            raise h.CommandFailed(
                 f"change data capture is not enabled for {', '.join(f'{t.schema}.{t.name}' for t in missing)}"
                 + ("" if self.cdc_enabled else f" (nor for database {self.database!r})"),
                 hint="a DBA must run: " + enable_sql(self, missing) + " - or set manage_cdc = true to let dstream init do it", key="tables")
@@ -138,7 +138,7 @@ def load(db: Any) -> Catalog:
     """Everything discovery needs, in four queries."""
     rows = db.query(SQL_DB)
     if not rows:
-        raise h.ProviderFailure("the connection's database is not in sys.databases", key="connection_string")
+        raise h.CommandFailed("the connection's database is not in sys.databases", key="connection_string")
     database, enabled = rows[0][0], bool(rows[0][1])
     tables = {(r[0].lower(), r[1].lower()): Table(r[0], r[1], r[2], bool(r[3])) for r in db.query(SQL_TABLES)}
     if enabled:

@@ -68,13 +68,13 @@ def split_name(text: str) -> tuple[str, str]:
 def settings(config: dict[str, Any]) -> Settings:
     tables = config["tables"]
     if not tables or not all(isinstance(t, str) and t.strip() for t in tables):
-        raise h.ProviderFailure("tables must be a non-empty list of table names", key="tables")
+        raise h.CommandFailed("tables must be a non-empty list of table names", key="tables")
     patterns = []
     for t in tables:
         try:
             patterns.append(split_name(t))
         except ValueError:
-            raise h.ProviderFailure(f"table name {t!r} is not of the form table, schema.table or schema.* ([brackets] quote dots)", key="tables") from None
+            raise h.CommandFailed(f"table name {t!r} is not of the form table, schema.table or schema.* ([brackets] quote dots)", key="tables") from None
     start = config["start"].strip()
     start_time = None
     if start.lower() in ("latest", "earliest"):
@@ -83,16 +83,16 @@ def settings(config: dict[str, Any]) -> Settings:
         try:
             start_time = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
         except ValueError:
-            raise h.ProviderFailure(f"start must be latest, earliest or an ISO-8601 time, not {start!r}", key="start") from None
+            raise h.CommandFailed(f"start must be latest, earliest or an ISO-8601 time, not {start!r}", key="start") from None
         start = "time"
     if config["on_gap"] not in ("fail", "skip"):
-        raise h.ProviderFailure(f"on_gap must be \"fail\" or \"skip\", not {config['on_gap']!r}", key="on_gap")
+        raise h.CommandFailed(f"on_gap must be \"fail\" or \"skip\", not {config['on_gap']!r}", key="on_gap")
     if config["page_size"] < 2 or config["page_size"] > 100_000:
-        raise h.ProviderFailure("page_size must be between 2 and 100000", key="page_size")
+        raise h.CommandFailed("page_size must be between 2 and 100000", key="page_size")
     if not 0 < config["poll_interval_min"] <= config["poll_interval_max"]:
-        raise h.ProviderFailure("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
+        raise h.CommandFailed("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
     if config["max_transactions_per_pass"] < 0:
-        raise h.ProviderFailure("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
+        raise h.CommandFailed("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
     return Settings(config["connection_string"], tuple(patterns), start, start_time, config["poll_interval_min"], config["poll_interval_max"],
                     config["page_size"], config["max_transactions_per_pass"], config["on_gap"], config["manage_cdc"], max(1, config["query_timeout"]))
 
@@ -128,7 +128,7 @@ def with_driver(connection_string: str, log: Any) -> str:
         if name in installed:
             log(f"connection_string names no DRIVER: using {name!r} (installed: {', '.join(installed)})")
             return f"DRIVER={{{name}}};" + connection_string
-    raise h.ProviderFailure(
+    raise h.CommandFailed(
         f"connection_string names no DRIVER and no SQL Server ODBC driver is installed (pyodbc.drivers() = {installed!r})",
         hint="install Microsoft ODBC Driver 18 for SQL Server (package msodbcsql18) or FreeTDS (Debian/Ubuntu: apt-get install tdsodbc), "
              "or name one with DRIVER={...} in connection_string",

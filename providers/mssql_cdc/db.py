@@ -36,7 +36,7 @@ class Database:
         except pyodbc.Error as exc:
             if is_connection_error(exc) or "login" in str(exc).lower():
                 raise
-            raise h.ProviderFailure(f"cannot connect to SQL Server: {exc.args[-1] if exc.args else exc}", key="connection_string") from None
+            raise h.CommandFailed(f"cannot connect to SQL Server: {exc.args[-1] if exc.args else exc}", key="connection_string") from None
         self.conn.timeout = self.settings.query_timeout
         install_converters(self.conn)
 

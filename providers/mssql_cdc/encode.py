@@ -131,6 +131,6 @@ class Encoder:
                 raise self.broken(r, f"operation {op} without a before-image" if op == 4 else f"unknown operation {op}")
         return out, (Key(last[0], last[3], last[1], last[2]) if last is not None else None)
 
-    def broken(self, row: Any, what: str) -> h.ProviderFailure:
-        return h.ProviderFailure(f"capture instance {self.inst.name} has {what} at LSN {row[0].hex()}; refusing to guess",
+    def broken(self, row: Any, what: str) -> h.CommandFailed:
+        return h.CommandFailed(f"capture instance {self.inst.name} has {what} at LSN {row[0].hex()}; refusing to guess",
                                  hint="this is not how SQL Server writes change tables; report it with the change table's rows")

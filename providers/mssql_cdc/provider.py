@@ -38,7 +38,7 @@ def database_errors_reported(handler: h.Handler) -> h.Handler:
             handler(ctx)
         except pyodbc.Error as exc:
             detail = str(exc.args[-1] if exc.args else exc).strip()
-            raise h.ProviderFailure(f"SQL Server: {detail}", hint="check the server, the network and the credentials in connection_string",
+            raise h.CommandFailed(f"SQL Server: {detail}", hint="check the server, the network and the credentials in connection_string",
                                     key="connection_string") from None
 
     return wrapped

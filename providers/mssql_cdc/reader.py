@@ -87,7 +87,7 @@ class Reader:
             try:
                 key, who, extra = from_json(checkpoint)
             except (ValueError, KeyError, TypeError) as exc:
-                raise h.ProviderFailure(f"checkpoint of stream {table.stream!r} is not an mssql-cdc position ({exc})",
+                raise h.CommandFailed(f"checkpoint of stream {table.stream!r} is not an mssql-cdc position ({exc})",
                                         hint="reset the stream's checkpoint (dstream state) to start again") from None
             stream = Stream(table, table.instances[0], key, extra)
             stream.use(self.instance_for(stream, who))
@@ -117,7 +117,7 @@ class Reader:
         """The capture instance a checkpoint was written for; re-enabled or vanished instances are gaps."""
         table = stream.table
         if not table.instances:
-            raise h.ProviderFailure(f"change data capture is no longer enabled for {stream.label}: capture instance "
+            raise h.CommandFailed(f"change data capture is no longer enabled for {stream.label}: capture instance "
                                     f"{who.name if who else '?'} is gone, changes after LSN {stream.key.lsn.hex()} cannot be read",
                                     hint="re-enable CDC, then reset this stream's checkpoint (and re-snapshot the table)")
         if who is None:
@@ -141,7 +141,7 @@ class Reader:
         low = low or inst.min_lsn or inst.start_lsn or ZERO
         text = f"{why}; lost range: LSN {stream.key.lsn.hex()} up to {dec(low).hex()} (capture instance {inst.name})"
         if self.settings.on_gap == "fail":
-            raise h.ProviderFailure(f"gap in {stream.label}: {text}",
+            raise h.CommandFailed(f"gap in {stream.label}: {text}",
                                     hint='re-snapshot the table and reset its checkpoint, or set on_gap = "skip" to accept the loss and continue')
         self.ctx.log(f"WARNING: skipping a gap in {stream.label} (on_gap = skip): {text}")
         stream.extra["last_gap"] = {"from": stream.key.lsn.hex(), "to": dec(low).hex(), "capture_instance": inst.name,
@@ -171,7 +171,7 @@ class Reader:
                 progress, bound = self.one_pass(once_bound)
                 attempt = 0
                 failures = 0
-            except h.ProviderFailure:
+            except h.CommandFailed:
                 raise
             except Exception as exc:
                 lost = is_pyodbc_error(exc) and is_connection_error(exc)
@@ -179,12 +179,12 @@ class Reader:
                     failures += 1  # a driver may report a connection cut mid-row as a bad value: is the connection alive?
                     if failures > 2 or self.db.alive():
                         if is_pyodbc_error(exc):
-                            raise h.ProviderFailure(f"SQL Server error: {exc.args[-1] if exc.args else exc}") from None
+                            raise h.CommandFailed(f"SQL Server error: {exc.args[-1] if exc.args else exc}") from None
                         raise
                 attempt += 1
                 self.ctx.log(f"connection lost ({exc.args[-1] if exc.args else exc}); reconnecting (attempt {attempt})")
                 if attempt > 30:
-                    raise h.ProviderFailure(f"cannot reach SQL Server after {attempt} attempts: {exc}") from None
+                    raise h.CommandFailed(f"cannot reach SQL Server after {attempt} attempts: {exc}") from None
                 self.db.reconnect(attempt, lambda: self.ctx.stopping)
                 continue
             if once_bound is not None and (bound is None or bound >= once_bound):

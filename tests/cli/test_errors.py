@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from state.backend import ALREADY_RUNNING, STATE_LOCKED
+from state.lifecycle import NOT_INITIALISED
+
 from ._support import (
     checkpoints,
     copy_provider,
@@ -172,7 +175,7 @@ def test_second_run_while_running(pyz: Path, dstream, tmp_path: Path) -> None:
         holder = wait_for(lambda: lock.exists() and lock.read_text().strip() and json.loads(lock.read_text()), 30, "the first run to take the run lock")
         assert f"(pid {first.pid})" in holder["who"]
         result = dstream("run", "--once", "task.hcl")
-        error_line(result, 4, "task is already running", f"(pid {first.pid})", holder["id"], "for run")
+        error_line(result, 4, ALREADY_RUNNING, f"(pid {first.pid})", holder["id"], "for run")
         assert first.poll() is None, "the second run must not disturb the first"
     finally:
         first.send_signal(signal.SIGTERM)
@@ -186,7 +189,7 @@ def test_plan_while_state_locked(dstream, tmp_path: Path) -> None:
     lock_id = "5d0c1c9e-1111-4222-8333-944455556666"
     with lock_held(tmp_path / ".dstream" / "t.state.lock", lock_id):
         result = dstream("plan", "task.hcl")
-        error_line(result, 4, "state is locked", "alice@build-host (pid 4242)", f"lock ID {lock_id}", f"dstream state unlock TASK {lock_id}")
+        error_line(result, 4, STATE_LOCKED, "alice@build-host (pid 4242)", f"lock ID {lock_id}", f"dstream state unlock TASK {lock_id}")
         error_line(dstream("state", "unlock", "task.hcl", "not-the-lock-id"), 1, "no lock with ID not-the-lock-id on task t")
     assert not (tmp_path / "out").exists()
 
@@ -198,7 +201,7 @@ def test_lock_timeout_waits_then_fails(dstream, tmp_path: Path) -> None:
         started = time.monotonic()
         result = dstream("init", "--lock-timeout", "2s", "task.hcl")
         waited = time.monotonic() - started
-    error_line(result, 4, "state is locked", lock_id, allow=("[", "Warning: waiting for the state lock"))
+    error_line(result, 4, STATE_LOCKED, lock_id, allow=("[", "Warning: waiting for the state lock"))
     assert "Warning: waiting for the state lock" in result.stderr
     assert 2.0 <= waited < 20, f"waited {waited:.1f}s"
     assert not (tmp_path / "out").exists() and not (tmp_path / ".dstream" / "t.state.json").exists()
@@ -229,7 +232,7 @@ def test_corrupt_state_is_refused_and_left_alone(dstream, tmp_path: Path, verb: 
 
 def test_run_before_init(dstream, tmp_path: Path) -> None:
     write_task(tmp_path, "t", generator_input(3), files_output())
-    error_line(dstream("run", "--once", "task.hcl"), 1, "task t has not been initialised", "dstream init task.hcl")
+    error_line(dstream("run", "--once", "task.hcl"), 1, NOT_INITIALISED.format(task="t"), "dstream init task.hcl")
     assert not (tmp_path / "out").exists()
 
 

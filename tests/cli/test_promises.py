@@ -13,6 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from host.pipeline import UNKNOWN_STREAM
+from host.process import OTHER_PROTOCOL, STOPPED_ANSWERING
+from state.backend import ALREADY_RUNNING
+
 from ._support import (
     alive,
     checkpoints,
@@ -51,7 +55,7 @@ def test_init_is_refused_while_the_task_runs(dstream, pyz: Path, tmp_path: Path)
     runner = start(pyz, "run", "task.hcl", cwd=tmp_path)
     try:
         wait_for(lambda: (tmp_path / "out" / "Persons_cdc_events.jsonl").stat().st_size > 0, 30, "the run to stream")
-        error_line(dstream("init", "task.hcl"), 4, "task is already running")
+        error_line(dstream("init", "task.hcl"), 4, ALREADY_RUNNING)
     finally:
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=60) == 0
@@ -88,7 +92,7 @@ def test_partial_destroy_forgets_the_checkpoints_first(dstream, tmp_path: Path) 
 
 def test_invalid_acks_are_protocol_errors_and_never_persisted(dstream, tmp_path: Path) -> None:
     """D8: an ack for an unknown stream, a null position or an unknown type stops the run (exit 5)."""
-    for behaviour, fragment in (("bad_ack_stream", "acknowledges unknown stream 'NotAStream'"),
+    for behaviour, fragment in (("bad_ack_stream", UNKNOWN_STREAM.format(stream="NotAStream")),
                                 ("null_position", "stream 'S' has no position (null is not a position)"),
                                 ("unknown_type", "unknown message type 'surprise'")):
         directory = tmp_path / behaviour
@@ -110,7 +114,7 @@ def test_providers_keep_the_run_lock_until_they_exit(dstream, pyz: Path, tmp_pat
     runner.kill()
     runner.wait(timeout=10)
     assert any(alive(pid) for pid in providers), "the output should still be draining"
-    error_line(dstream("run", "--once", "task.hcl", timeout=30), 4, "task is already running")
+    error_line(dstream("run", "--once", "task.hcl", timeout=30), 4, ALREADY_RUNNING)
     wait_for(lambda: not any(alive(pid) for pid in providers), 30, "the providers to exit")
     status = json.loads(ok(dstream("status", "--json", "task.hcl")).stdout)
     assert status["locks"]["run"] is None, "the lock frees itself once they are gone"
@@ -153,14 +157,14 @@ def test_a_provider_slower_than_the_hello_timeout_is_an_error(dstream, tmp_path:
     """W1: not "legacy, no changes" with exit 0."""
     write_task(tmp_path, "slow", scripted(tmp_path, "input", "sleep_before_hello", seconds=30), files_output())
     result = dstream("plan", "--detailed-exitcode", "task.hcl", env={"DSTREAM_HELLO_TIMEOUT": "1"}, timeout=25)
-    error_line(result, 5, "input provider './scripted.py'", "stopped answering", "1s")
+    error_line(result, 5, "input provider './scripted.py'", STOPPED_ANSWERING.format(seconds=1))
 
 
 def test_silence_after_hello_and_an_unread_envelope_end_in_errors(dstream, tmp_path: Path) -> None:
     """W2: lifecycle commands never hang holding the state lock."""
     write_task(tmp_path / "hang", "hang", scripted(tmp_path / "hang", "input", "hang_after_hello", seconds=60), files_output())
     result = dstream("plan", "task.hcl", cwd=tmp_path / "hang", env={"DSTREAM_PROVIDER_TIMEOUT": "2"}, timeout=30)
-    error_line(result, 5, "stopped answering", "2s")
+    error_line(result, 5, STOPPED_ANSWERING.format(seconds=2))
     big = scripted(tmp_path / "deaf", "input", padding="x" * 300_000)  # far more than a pipe holds
     (tmp_path / "deaf" / "NEVER_READ_STDIN").touch()
     write_task(tmp_path / "deaf", "deaf", big, files_output())
@@ -220,4 +224,4 @@ def test_detailed_exitcode_help_tells_the_real_codes() -> None:
 def test_a_provider_speaking_another_protocol_version_is_one_clear_error(dstream, tmp_path: Path) -> None:
     """Issue 9: the version in hello is negotiated, not ignored."""
     write_task(tmp_path, "v2", scripted(tmp_path, "input", "protocol_2"), files_output())
-    error_line(dstream("plan", "task.hcl"), 5, "input provider './scripted.py'", "speaks provider protocol 2; this dstream speaks 1")
+    error_line(dstream("plan", "task.hcl"), 5, "input provider './scripted.py'", OTHER_PROTOCOL.format(theirs=2, ours=1))

@@ -103,7 +103,7 @@ def test_cleanup_racing_a_later_page_fails_before_that_page_is_written(monkeypat
     rows = [change(1, i, 2, i) for i in range(1, 4)] + [change(3, i, 2, 10 + i) for i in range(1, 4)]
     db = Scripted(rows, min_lsn=lambda n: LSN[0] if n < 2 else LSN[3])  # cleanup after the second page was read
     reader, stream, written = make_reader(db, monkeypatch, page_size=3)
-    with pytest.raises(h.ProviderFailure, match="gap in dbo.T"):
+    with pytest.raises(h.CommandFailed, match="gap in dbo.T"):
         reader.drain(stream, LSN[9], {"dbo_t": stream.current})
     lines = [line for data, *_ in written for line in data.decode().splitlines()]
     assert [x.split('"ID":')[1].split(",")[0] for x in lines] == ["1", "2", "3"]

@@ -13,7 +13,7 @@ import pytest
 
 from providers import helper as h
 from providers import protocol as p
-from providers.helper import Field, LineReader, ProviderFailure, parse_config
+from providers.helper import CommandFailed, Field, LineReader, parse_config
 from providers.protocol import (
     LIFECYCLE_REPLY_TYPES,
     RUN_REPLY_TYPES,
@@ -140,8 +140,8 @@ FIELDS = [
 ]
 
 
-def failure(raw: dict[str, Any]) -> ProviderFailure:
-    with pytest.raises(ProviderFailure) as caught:
+def failure(raw: dict[str, Any]) -> CommandFailed:
+    with pytest.raises(CommandFailed) as caught:
         parse_config(FIELDS, raw)
     return caught.value
 
