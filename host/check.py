@@ -344,12 +344,20 @@ def rule_unknown_key(kit: Kit) -> Result:
     return Result("unknown-key", PASS, f"refused with exit {ex.code}, naming the key")
 
 
+def _not_applicable(kit: Kit, rule: str) -> Result | None:
+    """The SKIP of a rule that needs a v1 provider and a live system, or None when it applies."""
+    if kit.legacy:
+        return Result(rule, SKIP, LEGACY)
+    if kit.subject.needs_server:
+        return Result(rule, SKIP, NEEDS_SERVER)
+    return None
+
+
 def rule_apply(kit: Kit) -> Result:
     """plan, then init with exactly the plan's changes: a resource reported for each change."""
-    if kit.legacy:
-        return Result("apply", SKIP, LEGACY)
-    if kit.subject.needs_server:
-        return Result("apply", SKIP, NEEDS_SERVER)
+    skipped = _not_applicable(kit, "apply")
+    if skipped:
+        return skipped
     plan = talk(kit.subject, envelope(kit.subject, "plan"))
     changes = [{k: v for k, v in obj.items() if k != "type"} for obj in messages(plan, "change")]
     ex = talk(kit.subject, envelope(kit.subject, "init", changes=tuple(changes)))
@@ -366,10 +374,9 @@ def rule_apply(kit: Kit) -> Result:
 
 def rule_destroy_owned(kit: Kit) -> Result:
     """destroy with what apply made: each resource reported deleted (or forgotten), exit 0."""
-    if kit.legacy:
-        return Result("destroy-owned", SKIP, LEGACY)
-    if kit.subject.needs_server:
-        return Result("destroy-owned", SKIP, NEEDS_SERVER)
+    skipped = _not_applicable(kit, "destroy-owned")
+    if skipped:
+        return skipped
     ex = talk(kit.subject, owned(kit, "destroy"))
     problem = lifecycle_problem("destroy-owned", ex)
     if problem:
@@ -608,10 +615,9 @@ def _acked_note(kit: Kit, ex: Exchange) -> str:
 
 def rule_malformed_line(kit: Kit) -> Result:
     """Line 3 (the second data line) is not JSON: fail naming line 3, after acknowledging line 2."""
-    if kit.legacy:
-        return Result("malformed-line", SKIP, LEGACY)
-    if kit.subject.needs_server:
-        return Result("malformed-line", SKIP, NEEDS_SERVER)
+    skipped = _not_applicable(kit, "malformed-line")
+    if skipped:
+        return skipped
     ex = talk(kit.subject, owned(kit, "run") + change(A, 1) + b"this line is not JSON {\n" + change(A, 2))
     acks = read_acks(ex, {A: RUN_SENT[A][:2]})
     if ex.code == 0 or ex.code is None:
@@ -629,10 +635,9 @@ def rule_malformed_line(kit: Kit) -> Result:
 
 def rule_sigterm_output(kit: Kit) -> Result:
     """An output does not stop early on SIGTERM: it drains to EOF and acknowledges all."""
-    if kit.legacy:
-        return Result("sigterm", SKIP, LEGACY)
-    if kit.subject.needs_server:
-        return Result("sigterm", SKIP, NEEDS_SERVER)
+    skipped = _not_applicable(kit, "sigterm")
+    if skipped:
+        return skipped
     conversation = Conversation(kit.subject)
     conversation.write(owned(kit, "run") + change(A, 1), close=False)
     conversation.wait_first_line(FIRST_LINE_TIMEOUT)
