@@ -156,7 +156,11 @@ def _break_run_lock(blob: BlobTasks, run: subprocess.Popen[bytes], log: Path, re
     """Once `ready` holds, `state unlock` the live run's lock; return the run's outcome and how long it ran on."""
     try:
         wait_for(lambda: ready in blob.names(), 30, f"{ready} to appear")
-        lock_id = json.loads(ok(blob.cli("status", "--json", "task.hcl", cwd=log.parent)).stdout)["locks"]["run"]["id"]
+
+        def run_lock() -> dict | None:  # the run.lock blob exists from init on (init takes the run lock too): wait for the lease
+            return json.loads(ok(blob.cli("status", "--json", "task.hcl", cwd=log.parent)).stdout)["locks"]["run"]
+
+        lock_id = wait_for(run_lock, 30, "the run to hold its lock")["id"]
         ok(blob.cli("state", "unlock", "task.hcl", lock_id, cwd=log.parent))
         broken = time.monotonic()
         code = run.wait(timeout=30)

@@ -79,7 +79,7 @@ def make_reader(db: Scripted, monkeypatch: pytest.MonkeyPatch, page_size: int, o
             overlapped = db.changed.wait_for(lambda: db.requested > db.pages, timeout=0.5)
         written.append((data, events, overlapped))
 
-    monkeypatch.setattr(rd.p, "write_all", write_all)
+    monkeypatch.setattr(rd.h, "write_all", write_all)
     return reader, stream, written
 
 
