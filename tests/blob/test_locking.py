@@ -157,8 +157,9 @@ def _break_run_lock(blob: BlobTasks, run: subprocess.Popen[bytes], log: Path, re
     try:
         wait_for(lambda: ready in blob.names(), 30, f"{ready} to appear")
 
-        def run_lock() -> dict | None:  # the run.lock blob exists from init on (init takes the run lock too): wait for the lease
-            return json.loads(ok(blob.cli("status", "--json", "task.hcl", cwd=log.parent)).stdout)["locks"]["run"]
+        def run_lock() -> dict | None:  # the run.lock blob exists from init on (init takes the run lock too): wait for the run's lease
+            holder = json.loads(ok(blob.cli("status", "--json", "task.hcl", cwd=log.parent)).stdout)["locks"]["run"]
+            return holder if holder and holder["operation"] == "run" else None
 
         lock_id = wait_for(run_lock, 30, "the run to hold its lock")["id"]
         ok(blob.cli("state", "unlock", "task.hcl", lock_id, cwd=log.parent))
