@@ -106,7 +106,7 @@ class Reader:
             assert self.settings.start_time is not None
             when = self.settings.start_time
             if when.tzinfo is not None:
-                when = when.astimezone(dt.UTC).replace(tzinfo=None)
+                when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
             first = self.db.query(cat.SQL_TIME_LSN, when.strftime("%Y-%m-%d %H:%M:%S.%f")[:23])[0][0]
             key = Key.before(first) if first is not None else Key.after(max_lsn or ZERO)
         stream = Stream(table, inst, key)
@@ -145,7 +145,7 @@ class Reader:
                                     hint='re-snapshot the table and reset its checkpoint, or set on_gap = "skip" to accept the loss and continue')
         self.ctx.log(f"WARNING: skipping a gap in {stream.label} (on_gap = skip): {text}")
         stream.extra["last_gap"] = {"from": stream.key.lsn.hex(), "to": dec(low).hex(), "capture_instance": inst.name,
-                                    "recorded_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                                    "recorded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         stream.key = Key.before(low)
         if stream.encoder is not None:
             stream.encoder.set_extra(stream.extra)
