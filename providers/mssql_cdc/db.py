@@ -21,11 +21,27 @@ def is_connection_error(exc: Exception) -> bool:
                                                                     "server closed the connection", "timeout expired"))
 
 
+LIBODBC_MISSING = "mssql-cdc needs unixODBC's libodbc.so.2, which this host lacks"
+LIBODBC_HINT = "install it: apt-get install unixodbc (Debian/Ubuntu) or dnf install unixODBC (RHEL)"
+
+
+def load_pyodbc() -> Any:
+    """pyodbc, or one clear failure naming the package when the system's unixODBC is missing (pyodbc links libodbc.so.2)."""
+    try:
+        import pyodbc
+    except ImportError as exc:
+        if "libodbc" not in str(exc):
+            raise
+        raise h.CommandFailed(LIBODBC_MISSING, hint=LIBODBC_HINT) from None
+    return pyodbc
+
+
 class Database:
     def __init__(self, settings: Settings, log: Callable[[str], None]):
         self.settings = settings
         self.log = log
         self.conn: Any = None
+        load_pyodbc()  # before with_driver, which asks pyodbc for the installed drivers
         self.connection_string = with_driver(settings.connection_string, log)
 
     def connect(self) -> None:

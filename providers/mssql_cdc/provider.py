@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a plain script
 from providers import helper as h
 from providers.mssql_cdc import cdc_admin
 from providers.mssql_cdc.config import FIELDS, settings
+from providers.mssql_cdc.db import load_pyodbc
 
 NAME = "mssql-cdc"
 VERSION = "1.0.0"
@@ -32,7 +33,7 @@ def database_errors_reported(handler: h.Handler) -> h.Handler:
     """A lifecycle command that cannot reach or query SQL Server fails with the driver's message, in one line."""
 
     def wrapped(ctx: h.Context) -> None:
-        import pyodbc
+        pyodbc = load_pyodbc()
 
         try:
             handler(ctx)
