@@ -21,7 +21,12 @@ FIELDS = [
     h.Field("on_gap", str, default="fail", help='"fail" (default) or "skip": accept a range lost to CDC cleanup, with a warning'),
     h.Field("manage_cdc", bool, default=False, help="init enables CDC where it is missing; destroy disables only what dstream enabled"),
     h.Field("query_timeout", int, default=60, help="seconds before a query is abandoned (then retried)"),
+    h.Field("authentication", str, default="connection_string",
+            help='"connection_string" (default: UID/PWD or the driver\'s own Authentication= in connection_string) or "azure": '
+                 'an Entra ID token from DefaultAzureCredential (ODBC Driver 17/18 only)'),
 ]
+AUTHENTICATIONS = ("connection_string", "azure")
+CREDENTIAL_KEYS = ("uid", "user id", "user", "pwd", "password", "authentication", "trusted_connection")  # the driver refuses them next to a token
 
 PREFERRED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server", "FreeTDS")
 NAME_PART = re.compile(r"\[(?:[^\]]|\]\])+\]|[^.\[\]]+")
@@ -40,6 +45,7 @@ class Settings:
     on_gap: str
     manage_cdc: bool
     query_timeout: int
+    authentication: str = "connection_string"
 
 
 def split_name(text: str) -> tuple[str, str]:
@@ -93,8 +99,17 @@ def settings(config: dict[str, Any]) -> Settings:
         raise h.CommandFailed("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
     if config["max_transactions_per_pass"] < 0:
         raise h.CommandFailed("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
+    authentication = config.get("authentication", "connection_string")
+    if authentication not in AUTHENTICATIONS:
+        raise h.CommandFailed(f"authentication must be \"connection_string\" or \"azure\", not {authentication!r}", key="authentication")
+    if authentication == "azure":
+        given = sorted({k.strip() for k, _ in connection_keys(config["connection_string"]) if k.strip().lower() in CREDENTIAL_KEYS})
+        if given:
+            raise h.CommandFailed(f"connection_string holds {', '.join(given)} but authentication = \"azure\" signs in with an Entra ID token",
+                                  hint="remove them from connection_string, or use authentication = \"connection_string\"", key="connection_string")
     return Settings(config["connection_string"], tuple(patterns), start, start_time, config["poll_interval_min"], config["poll_interval_max"],
-                    config["page_size"], config["max_transactions_per_pass"], config["on_gap"], config["manage_cdc"], max(1, config["query_timeout"]))
+                    config["page_size"], config["max_transactions_per_pass"], config["on_gap"], config["manage_cdc"], max(1, config["query_timeout"]),
+                    authentication)
 
 
 def is_pattern(schema: str, table: str) -> bool:
