@@ -8,6 +8,12 @@ a dead holder's lock frees itself — unlike Terraform's infinite lease. The
 lease id is the lock id; lock info rides in blob metadata, rewritten with
 every put. Writes need the lease and the ETag read; once a renewal fails,
 nothing more is written. Error messages never carry the credential.
+
+Sign-in: `account_url` (https only) uses DefaultAzureCredential; its token is
+fetched again by the SDK's bearer policy before it expires, so leases renew
+across token lifetimes. Trust: the CA bundle named by REQUESTS_CA_BUNDLE, else
+SSL_CERT_FILE, is passed as `connection_verify` to the Blob client and the
+credential (requests itself ignores SSL_CERT_FILE).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +37,10 @@ DEFAULT_LEASE = 60
 LEASE_RANGE = (15, 60)
 BLOB_SUFFIX = {"state": ".state.json", "checkpoints": ".checkpoints.json"}
 LOCK_BLOB = {"state": ".state.json", "run": ".run.lock"}
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")  # the first one set wins, as in requests + OpenSSL
+DENIED_CODES = ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch", "InvalidAuthenticationInfo")
+SIGN_IN_HINT = ("sign in for DefaultAzureCredential: a managed identity, AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret, "
+                "certificate or federated token, or az login")
 LOST_CODES = {"LeaseIdMissing", "LeaseIdMismatchWithBlobOperation", "LeaseNotPresentWithBlobOperation", "LeaseLost",
               "LeaseIdMismatchWithLeaseOperation", "LeaseIsBrokenAndCannotBeRenewed", "LeaseNotPresentWithLeaseOperation"}
 
@@ -102,14 +113,20 @@ class AzureBlobBackend:
     def _fail(self, exc: Exception, doing: str) -> Exception:
         """Our own words for an SDK error: the SDK's text may quote the request."""
         code = _code(exc)
+        if not code and _is_credential_failure(exc):
+            return StateError(f"{doing}: no Azure credential for {self.location} ({type(exc).__name__})", hint=SIGN_IN_HINT)
+        if _is_untrusted_certificate(exc):
+            return StateError(f"{doing}: the TLS certificate of {self.location} is not trusted",
+                              hint="set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to a PEM file holding its CA")
         if code == "ContainerNotFound":
             return StateError(f"container {self.location} does not exist", hint="create it first (az storage container create), then retry")
         if code in LOST_CODES:
             return StateError(f"lost the lock while {doing} ({code}); nothing more was written", hint="run the command again")
         if code == "ConditionNotMet":
             return StateError(f"{doing}: the blob changed since it was read", hint="another process wrote it; run the command again")
-        if code in ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch"):
-            return StateError(f"{doing}: access to {self.location} was denied ({code})", hint="check the backend's credential and its role on the container")
+        if code in DENIED_CODES:
+            return StateError(f"{doing}: access to {self.location} was denied ({code})",
+                              hint="check the backend's credential and that it holds the Storage Blob Data Contributor role on the container")
         status = getattr(exc, "status_code", None)
         detail = code or (f"HTTP {status}" if status else type(exc).__name__)
         return StateError(f"{doing} at {self.location} failed ({detail})", hint="check that the storage account is reachable; state was not changed")
@@ -290,6 +307,37 @@ class AzureBlobBackend:
             raise self._fail(exc, f"breaking the {name} lock") from None
 
 
+def _is_credential_failure(exc: BaseException) -> bool:
+    """The credential produced no token (azure-identity raises ClientAuthenticationError without a response)."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    return isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None
+
+
+def _is_untrusted_certificate(exc: BaseException) -> bool:
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(10):  # the SDK wraps requests' error, which wraps urllib3's, which wraps ssl's
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "inner_exception", None)
+    return False
+
+
+def ca_bundle(environ: Any = os.environ) -> str | None:
+    """The CA bundle users configured: REQUESTS_CA_BUNDLE, else SSL_CERT_FILE; a named file must exist."""
+    for variable in CA_BUNDLE_VARIABLES:
+        path = environ.get(variable)
+        if path:
+            if not os.path.isfile(path):
+                raise UsageError(f"{variable} names {path}, which is not a file", hint="point it at a PEM bundle of trusted CAs, or unset it")
+            return str(path)
+    return None
+
+
 def _without_query(url: str) -> str:
     """An account URL fit for messages: a SAS token travels in the query string."""
     from urllib.parse import urlsplit, urlunsplit
@@ -325,15 +373,21 @@ def azure_blob_backend(settings: dict[str, Any], task: str) -> Backend:
     # The Blob SDK's default retries wait 15 s, then more: longer than a lease lives.
     options: dict[str, Any] = {"retry_policy": LinearRetry(backoff=1, random_jitter_range=1, retry_total=2),
                                "connection_timeout": 5, "read_timeout": 20}
+    trusted = ca_bundle()
+    if trusted:
+        options["connection_verify"] = trusted
     if conn:
         try:
             service = BlobServiceClient.from_connection_string(conn, **options)
         except ValueError:
             raise UsageError('backend "azureblob": connection_string is not a valid storage connection string') from None
     else:
+        if not str(url).lower().startswith("https://"):
+            raise UsageError('backend "azureblob": account_url must start with https:// (Azure AD tokens are sent over TLS only)')
         from azure.identity import DefaultAzureCredential
 
-        service = BlobServiceClient(str(url), credential=DefaultAzureCredential(), **options)
+        credential = DefaultAzureCredential(**({"connection_verify": trusted} if trusted else {}))
+        service = BlobServiceClient(str(url), credential=credential, **options)
     where = f"{_without_query(service.url)}/{container_name}"
     backend = AzureBlobBackend(service.get_container_client(container_name), str(settings.get("prefix") or ""), task, duration, where)
     return Backend(backend, backend, f"azureblob ({where})")

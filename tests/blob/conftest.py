@@ -1,4 +1,7 @@
-"""Fixtures for the Azure Blob backend tests: one Azurite for the session, a fresh container per test."""
+"""Fixtures for the Azure Blob backend tests: one Azurite per sign-in mode for the session, a fresh container per test.
+
+`auth` is parametrised: every test runs with "key" (connection string, HTTP) and "oauth" (account_url over
+HTTPS with a trustme CA, Azurite's --oauth basic, DefaultAzureCredential through a stand-in `az`)."""
 
 from __future__ import annotations
 
@@ -9,23 +12,50 @@ from typing import Any
 
 import pytest
 
-from tests.emulators.azurite import Azurite
+from tests.emulators.azurite import Azurite, Certificates
+from tests.emulators.entra import StandInAz
 
-from ._blob import BlobTasks
+from ._blob import Auth, BlobTasks
+
+MODES = ("key", "oauth")
+
+
+@pytest.fixture(scope="session", params=MODES)
+def auth_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    """Azurite's blob service as a subprocess on a free loopback port, in memory, for the whole session."""
-    with Azurite() as server:
+def azurite(auth_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's blob service as a subprocess on a free loopback port, in memory, for the whole session
+    (HTTPS with OAuth for "oauth")."""
+    tls = Certificates(tmp_path_factory.mktemp("azurite-tls")) if auth_mode == "oauth" else None
+    with Azurite(tls=tls) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def service(azurite: Azurite) -> Any:
+def session_auth(auth_mode: str, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Auth:
+    """The sign-in of the session's Azurite; the stand-in az's tokens live an hour."""
+    az = StandInAz(tmp_path_factory.mktemp("az")) if auth_mode == "oauth" else None
+    return Auth(auth_mode, azurite, az)
+
+
+@pytest.fixture
+def auth(session_auth: Auth) -> Auth:
+    return session_auth
+
+
+def service_client(server: Azurite) -> Any:
+    """The tests' own view of the account (shared key; the CA passed directly: this is not dstream)."""
     from azure.storage.blob import BlobServiceClient
 
-    return BlobServiceClient.from_connection_string(azurite.connection_string)
+    return BlobServiceClient.from_connection_string(server.connection_string, **({"connection_verify": str(server.tls.ca)} if server.tls else {}))
+
+
+@pytest.fixture(scope="session")
+def service(azurite: Azurite) -> Any:
+    return service_client(azurite)
 
 
 def new_container(service: Any) -> Any:
@@ -44,8 +74,8 @@ def container(service: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def blob(azurite: Azurite, container: Any, dstream: Callable[..., Any], pyz: Path, tmp_path: Path) -> Iterator[BlobTasks]:
-    """Task files on `container`, and the CLI with STATE_CONN in its environment; every output is checked for the key."""
-    tasks = BlobTasks(azurite, container, dstream, pyz, tmp_path)
+def blob(azurite: Azurite, container: Any, dstream: Callable[..., Any], pyz: Path, tmp_path: Path, auth: Auth) -> Iterator[BlobTasks]:
+    """Task files on `container`, and the CLI with the credential's environment; every output is checked for the key and tokens."""
+    tasks = BlobTasks(azurite, container, dstream, pyz, tmp_path, auth)
     yield tasks
     tasks.check_logs()

@@ -1,7 +1,7 @@
 """Holds a dstream lock on the Azure Blob backend from a separate process (a stand-in for another dstream).
 
 Usage: python lock_holder.py CONTAINER PREFIX TASK LOCK_NAME LOCK_ID WHO LEASE_DURATION
-The connection string comes from $STATE_CONN, never from argv. Takes the lock with
+How it signs in (connection_string or account_url) comes from $HOLDER_BACKEND (JSON), never from argv. Takes the lock with
 AzureBlobBackend.try_lock (so its renewal thread runs), reads the state if it holds
 the state lock, and prints one JSON line per event on stdout. Commands on stdin, one
 a line: "write" (StateManager.write of the state it read), "unlock". At EOF it
@@ -33,7 +33,7 @@ def say(event: str, **fields: Any) -> None:
 
 def main() -> int:
     container, prefix, task, name, lock_id, who, duration = sys.argv[1:8]
-    settings = {"container": container, "prefix": prefix, "lease_duration": int(duration), "connection_string": os.environ["STATE_CONN"]}
+    settings = {"container": container, "prefix": prefix, "lease_duration": int(duration), **json.loads(os.environ["HOLDER_BACKEND"])}
     backend = azure_blob_backend(settings, task)
     info = LockInfo(lock_id, "init", who, VERSION, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     holder = backend.locker.try_lock(name, info)

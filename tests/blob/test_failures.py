@@ -16,6 +16,7 @@ from tests.cli._support import alive, children, copy_provider, describe, error_l
 from tests.emulators.azurite import Azurite
 
 from ._blob import LEASE, PREFIX, BlobTasks
+from .conftest import service_client
 
 GARBAGE = b'{\n  "version": 1,\n  "serial": 7,\n  "lineage": "abc",\n  "resources": [\n    {"role": "out'
 
@@ -47,11 +48,9 @@ def test_missing_container(blob: BlobTasks, tmp_path: Path, service: Any) -> Non
 def test_storage_stopped_mid_run(blob: BlobTasks, tmp_path: Path) -> None:
     """Azurite dies while `run` streams: the run stops before its lease can expire, with one clear error line;
     after Azurite is back (data on disk) the state is intact and plan works."""
-    with Azurite(location=tmp_path / "azurite-data") as server:
-        from azure.storage.blob import BlobServiceClient
-
-        container = BlobServiceClient.from_connection_string(server.connection_string).create_container("state")
-        tasks = BlobTasks(server, container, blob.dstream, blob.pyz, tmp_path)
+    with Azurite(location=tmp_path / "azurite-data", tls=blob.azurite.tls) as server:
+        container = service_client(server).create_container("state")
+        tasks = BlobTasks(server, container, blob.dstream, blob.pyz, tmp_path, blob.auth.on(server))
         work = tmp_path / "task"
         work.mkdir()
         copy_provider("slow_input.sh", work)

@@ -5,6 +5,13 @@ the server is `node_modules/.bin/azurite-blob`, started in its own process
 group, stopped by pid (SIGTERM, then SIGKILL) and restartable on the same
 port. In-memory by default; `location=DIR` keeps the data on disk so it
 survives a restart.
+
+`Azurite(tls=Certificates(dir))` serves HTTPS (`--cert`, `--key`) with a trustme CA
+(`ca` is the bundle a client must trust) and `--oauth basic`: bearer tokens are
+then accepted, over HTTPS only, when their issuer, audience, nbf and exp pass the
+checks of node_modules/azurite/dist/src/blob/authentication/BlobTokenAuthenticator.js
+(the signature is not verified; see tests/emulators/entra.py). Shared-key requests
+(the connection string) keep working on the same server.
 """
 
 from __future__ import annotations
@@ -28,6 +35,21 @@ START_TIMEOUT = 20.0
 
 class AzuriteError(RuntimeError):
     pass
+
+
+class Certificates:
+    """A trustme CA and a server certificate for 127.0.0.1 and localhost, as PEM files in `directory`."""
+
+    def __init__(self, directory: Path):
+        import trustme
+
+        directory.mkdir(parents=True, exist_ok=True)
+        authority = trustme.CA()
+        issued = authority.issue_cert("127.0.0.1", "localhost")
+        self.ca, self.cert, self.key = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+        authority.cert_pem.write_to_path(str(self.ca))
+        issued.private_key_and_cert_chain_pem.write_to_path(str(self.cert))
+        issued.private_key_pem.write_to_path(str(self.key))
 
 
 def _load_prctl() -> Any:
@@ -66,19 +88,24 @@ def _accepts(port: int) -> bool:
 class Azurite:
     """One Azurite blob service. `start()`, `stop()`, `restart()`; `connection_string`."""
 
-    def __init__(self, port: int | None = None, location: Path | None = None):
+    def __init__(self, port: int | None = None, location: Path | None = None, tls: Certificates | None = None):
         self.port = port or free_port()
         self.location = Path(location) if location else None
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{ACCOUNT}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        return (f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
                 f"BlobEndpoint={self.endpoint};")
 
     @property
@@ -87,8 +114,9 @@ class Azurite:
 
     def command(self) -> list[str]:
         storage = ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
+        tls = ["--cert", str(self.tls.cert), "--key", str(self.tls.key), "--oauth", "basic"] if self.tls else []
         return [str(BINARY), "--silent", "--disableTelemetry", "--skipApiVersionCheck", *storage,
-                "--blobHost", "127.0.0.1", "--blobPort", str(self.port)]
+                "--blobHost", "127.0.0.1", "--blobPort", str(self.port), *tls]
 
     def output(self) -> str:
         """What Azurite printed (stdout and stderr), for error messages."""
