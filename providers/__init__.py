@@ -14,6 +14,7 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
 ENVIRONMENT: dict[str, tuple[str, ...]] = {
     # azure-identity's DefaultAzureCredential: service principal, workload and managed identity, Azure CLI
     "asb-queues": ("AZURE_*", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"),
-    # unixODBC's and FreeTDS's configuration
-    "mssql-cdc": ("ODBCSYSINI", "ODBCINI", "ODBCINSTINI", "FREETDSCONF", "FREETDS", "TDSVER", "TDSDUMP", "TDSDUMPCONFIG"),
+    # unixODBC's and FreeTDS's configuration; DefaultAzureCredential's for authentication = "azure"
+    "mssql-cdc": ("ODBCSYSINI", "ODBCINI", "ODBCINSTINI", "FREETDSCONF", "FREETDS", "TDSVER", "TDSDUMP", "TDSDUMPCONFIG",
+                  "AZURE_*", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"),
 }
