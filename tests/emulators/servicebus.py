@@ -1,9 +1,29 @@
 """A Service Bus stand-in speaking AMQP 1.0 (python-qpid-proton), for tests and benchmarks.
 
 Run as a process: python tests/emulators/servicebus.py --port P --namespace NS --dir DIR
+    [--tls HOST:PORT --cert CERT.pem --key KEY.pem] [--jwt-key-file FILE]
 
 What it does, as azure-servicebus 7.15 needs it (see shared/reference/local-peers.md):
-- SASL ANONYMOUS, then the `$cbs` put-token exchange (answers status-code 202).
+- Plain AMQP on 127.0.0.1:PORT (connection strings with UseDevelopmentEmulator=true)
+  and, with --tls, AMQPS on HOST:PORT (the SDK with a token credential dials
+  <fully_qualified_namespace>:5671 over TLS and drops any port it is given).
+- SASL ANONYMOUS, then the `$cbs` put-token exchange. Tokens are checked as the
+  service checks them (Service Bus AMQP protocol guide, "Claims-based
+  authorization": the reply's status-code is an HTTP code; a sender link needs a
+  token put for its entity; "When a token expires, Service Bus promptly drops all
+  links on the connection to the respective entity"):
+  - a `jwt` (an Entra token, what DefaultAzureCredential gives) must be signed
+    with the key in --jwt-key-file (HS256: the stand-in `az` signs with it; Entra
+    signs RS256, the check is the same in kind), carry the Service Bus audience
+    (https://servicebus.azure.net, with or without the trailing slash: Entra
+    echoes the resource as asked, and the SDK asks https://servicebus.azure.net//.default),
+    and not be expired (exp) or not yet valid (nbf). Otherwise 401, the link
+    attach that follows is refused (amqp:unauthorized-access). Without
+    --jwt-key-file every jwt is refused (the stricter choice).
+  - a SAS token (`SharedAccessSignature sr=..&sig=..&se=..&skn=..`, what a
+    connection string gives) is accepted as before, and expires at its `se`.
+  - a link whose entity's token on its connection expired is detached with
+    amqp:unauthorized-access; the client must put a fresh token before then.
 - Sender links to a queue: attach advertises the tier's max message size
   (256 KB Basic/Standard, 1 MB Premium); transfers are single messages or SDK
   batches (one data section per encoded inner message); a whole transfer is
@@ -21,13 +41,17 @@ What it does, as azure-servicebus 7.15 needs it (see shared/reference/local-peer
   {"drop_unstored": N} the same, without storing;
   {"busy_after": N}   accept N more transfers, then reject every one as server-busy.
 - Statistics in DIR/stats.json (per queue: active, dead-lettered, accepted,
-  duplicates; transfers, rejections, drops, tokens), rewritten ~10 times/s.
+  duplicates; transfers, rejections, drops, tokens, jwt_tokens, refused_tokens,
+  refused_links, expired_links, tls_connections), rewritten ~10 times/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -38,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proton import Condition, Data, Delivery, Described, Endpoint, Link, Message, symbol, timestamp, ulong
+from proton import Condition, Data, Delivery, Described, Endpoint, Link, Message, SSLDomain, symbol, timestamp, ulong
 from proton.handlers import FlowController
 from proton.reactor import Container
 
@@ -48,7 +72,56 @@ import servicebus_model as model  # noqa: E402
 BATCH_SECTION = 0x75  # data
 ANNOTATIONS_SECTION = 0x72
 LOCK_SECONDS = 60.0
+AUDIENCES = ("https://servicebus.azure.net", "https://servicebus.azure.net/")  # what an Entra token for Service Bus carries as aud
+CLOCK_SKEW = 5.0  # seconds of nbf tolerance (exp gets none: an expired token is refused)
 log = logging.getLogger("servicebus-peer")
+
+
+class TokenRefused(Exception):
+    """A put-token the service would answer 401; the message is its status-description."""
+
+
+def b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def check_jwt(token: str, key: bytes | None, now: float) -> float:
+    """A Service Bus Entra token: signature, audience, validity. Returns its expiry (epoch seconds)."""
+    if key is None:
+        raise TokenRefused("InvalidIssuer: this namespace accepts no Entra tokens (the peer has no signing key).")
+    try:
+        head, body, signature = token.split(".")
+        header, claims = json.loads(b64url(head)), json.loads(b64url(body))
+        given = b64url(signature)
+    except (ValueError, TypeError):
+        raise TokenRefused("InvalidToken: the token is not a JSON Web Token.") from None
+    if header.get("alg") != "HS256" or not hmac.compare_digest(given, hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()):
+        raise TokenRefused("InvalidSignature: the token's signature is not valid.")
+    audience = claims.get("aud")
+    if audience not in AUDIENCES:
+        raise TokenRefused(f"InvalidAudience: the token's audience {audience!r} is not https://servicebus.azure.net.")
+    expires = float(claims.get("exp", 0))
+    if expires <= now:
+        raise TokenRefused(f"ExpiredToken: the token expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}.")
+    if float(claims.get("nbf", 0)) > now + CLOCK_SKEW:
+        raise TokenRefused("InvalidToken: the token is not valid yet (nbf).")
+    return expires
+
+
+def sas_expiry(token: str) -> float:
+    """`se` of a SharedAccessSignature (its signature is the connection string peers' business, not checked here)."""
+    fields = dict(part.split("=", 1) for part in token[len("SharedAccessSignature "):].split("&") if "=" in part)
+    try:
+        return float(fields.get("se", "inf"))
+    except ValueError:
+        raise TokenRefused("InvalidToken: the SAS token's expiry (se) is not a number.") from None
+
+
+def entity_of(address: str) -> str:
+    """The entity a token name or link address is for: its last path segment, folded ("" = the namespace)."""
+    text = address.split("://", 1)[-1]
+    path = text.split("/", 1)[1] if "/" in text else ""
+    return path.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 @dataclass
@@ -133,9 +206,13 @@ def error(name: str, description: str) -> Condition:
 
 
 class Broker(FlowController):
-    def __init__(self, port: int, namespace: str, directory: Path):
+    def __init__(self, port: int, namespace: str, directory: Path, tls: tuple[str, int, SSLDomain] | None = None, jwt_key: bytes | None = None):
         super().__init__(window=500)
         self.port = port
+        self.tls = tls
+        self.jwt_key = jwt_key
+        self.tokens: dict[tuple[Any, str], float] = {}  # (connection, entity) -> expiry of the token put for it
+        self.entity_links: list[Link] = []  # open links to queues, watched for token expiry
         self.namespace = namespace
         self.model_path = directory / "model.json"
         self.control_path = directory / "control.json"
@@ -194,6 +271,7 @@ class Broker(FlowController):
         os.replace(tmp, self.stats_path)
 
     def on_timer_task(self, event: Any) -> None:
+        self.expire_links()
         if self.dirty:
             self.write_stats()
             self.dirty = False
@@ -215,6 +293,10 @@ class Broker(FlowController):
     # --- connection setup -------------------------------------------------------------
 
     def on_reactor_init(self, event: Any) -> None:
+        if self.tls is not None:  # first: the plain port accepting means both are ready
+            host, port, domain = self.tls
+            event.container.listen(f"amqps://{host}:{port}", ssl_domain=domain)
+            print(f"servicebus peer listening on amqps://{host}:{port}", flush=True)
         event.container.listen(f"127.0.0.1:{self.port}")
         event.reactor.schedule(0.1, self)
         print(f"servicebus peer listening on 127.0.0.1:{self.port}", flush=True)
@@ -223,7 +305,57 @@ class Broker(FlowController):
         sasl = event.transport.sasl()
         sasl.allowed_mechs("ANONYMOUS")
         self.stats["connections"] += 1
+        if getattr(event.transport, "_ssl", None) is not None:  # set by the TLS acceptor before binding
+            self.stats["tls_connections"] += 1
         self.dirty = True
+
+    # --- claims-based security ----------------------------------------------------------
+
+    def put_token(self, connection: Any, props: dict[Any, Any], body: Any) -> tuple[int, str]:
+        """One put-token: (status-code, status-description), as the service answers it."""
+        self.stats["tokens"] += 1
+        token = body.decode() if isinstance(body, bytes) else str(body or "")
+        now = time.time()
+        try:
+            if token.startswith("SharedAccessSignature "):
+                expires = sas_expiry(token)
+            elif str(props.get("type")) == "jwt":
+                self.stats["jwt_tokens"] += 1
+                expires = check_jwt(token, self.jwt_key, now)
+            else:
+                raise TokenRefused(f"InvalidToken: unsupported token type {props.get('type')!r}.")
+            if expires <= now:
+                raise TokenRefused("ExpiredToken: the token has expired.")
+        except TokenRefused as exc:
+            self.stats["refused_tokens"] += 1
+            return 401, str(exc)
+        self.tokens[(connection, entity_of(str(props.get("name") or "")))] = expires
+        return 202, "Accepted"
+
+    def token_expiry(self, connection: Any, address: str) -> float | None:
+        """When the token that authorises `address` on this connection expires (a namespace-wide one counts)."""
+        found = [self.tokens.get((connection, entity_of(address))), self.tokens.get((connection, ""))]
+        known = [t for t in found if t is not None]
+        return max(known) if known else None
+
+    def expire_links(self) -> None:
+        now = time.time()
+        for link in list(self.entity_links):
+            if link.state & Endpoint.LOCAL_CLOSED:
+                self.entity_links.remove(link)
+                continue
+            expires = self.token_expiry(link.connection, self.link_address(link))
+            if expires is None or expires <= now:
+                self.entity_links.remove(link)
+                self.stats["expired_links"] += 1
+                self.dirty = True
+                link.condition = error("amqp:unauthorized-access", "ExpiredToken: the token authorising this link has expired; put a new token through $cbs.")
+                link.close()
+                self.forget(link)
+
+    @staticmethod
+    def link_address(link: Link) -> str:
+        return (link.remote_target.address if link.is_receiver else link.remote_source.address) or ""
 
     def on_connection_remote_open(self, event: Any) -> None:
         if event.connection.state & Endpoint.LOCAL_UNINIT:
@@ -251,6 +383,16 @@ class Broker(FlowController):
             link.condition = error("amqp:not-found", f"The messaging entity '{self.namespace}:queue:{address.rsplit('/', 1)[-1]}' could not be found.")
             link.close()
             return
+        expires = self.token_expiry(link.connection, address)
+        if expires is None or expires <= time.time():
+            self.stats["refused_links"] += 1
+            self.dirty = True
+            link.open()
+            claim = "Send" if link.is_receiver else "Listen"
+            link.condition = error("amqp:unauthorized-access", f"Unauthorized access. '{claim}' claim(s) are required to perform this operation.")
+            link.close()
+            return
+        self.entity_links.append(link)
         if link.is_receiver:
             link.max_message_size = model.TIER_MESSAGE_BYTES.get(self.ns.get("sku", "Standard"), 256 * 1024)
         else:
@@ -279,6 +421,9 @@ class Broker(FlowController):
     def forget_connection(self, connection: Any) -> None:
         for key in [k for k in self.cbs_replies if k[0] is connection]:
             del self.cbs_replies[key]
+        for token_key in [k for k in self.tokens if k[0] is connection]:  # tokens are anchored on their connection
+            del self.tokens[token_key]
+        self.entity_links = [link for link in self.entity_links if link.connection is not connection]
         for link in [c for c in self.consumers if c.connection is connection]:
             self.forget(link)
 
@@ -383,10 +528,10 @@ class Broker(FlowController):
         reply = self.cbs_replies.get((link.connection, node))
         if reply is None:
             return
-        props = request.properties or {}
+        props: dict[Any, Any] = request.properties or {}
         if node == "$cbs":
-            self.stats["tokens"] += 1
-            answer = Message(correlation_id=request.id, properties={"status-code": 202, "status-description": "Accepted"})
+            code, description = self.put_token(link.connection, props, request.body)
+            answer = Message(correlation_id=request.id, properties={"status-code": code, "status-description": description})
         else:
             answer = Message(correlation_id=request.id, properties={"statusCode": 501, "statusDescription": f"{props.get('operation')} is not implemented by the test peer"})
         reply.send(answer)
@@ -440,9 +585,22 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--dir", type=Path, required=True, help="directory with model.json (from the ARM peer), control.json, stats.json")
+    parser.add_argument("--tls", metavar="HOST:PORT", help="also serve AMQPS there (needs --cert and --key)")
+    parser.add_argument("--cert", type=Path, help="server certificate chain (PEM)")
+    parser.add_argument("--key", type=Path, help="its private key (PEM)")
+    parser.add_argument("--jwt-key-file", type=Path, help="the key Entra tokens are signed with (HS256); without it jwt tokens are refused")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
-    Container(Broker(args.port, args.namespace, args.dir)).run()
+    tls = None
+    if args.tls:
+        if not (args.cert and args.key):
+            parser.error("--tls needs --cert and --key")
+        host, _, port = args.tls.rpartition(":")
+        domain = SSLDomain(SSLDomain.MODE_SERVER)
+        domain.set_credentials(str(args.cert), str(args.key), None)
+        tls = (host, int(port), domain)
+    jwt_key = args.jwt_key_file.read_bytes().strip() if args.jwt_key_file else None
+    Container(Broker(args.port, args.namespace, args.dir, tls, jwt_key)).run()
     return 0
 
 

@@ -1,0 +1,37 @@
+"""Which certificate authorities asb-queues trusts for Service Bus, as users configure it.
+
+azure-servicebus checks an AMQPS server against `connection_verify` (or an
+ssl_context) and otherwise only against certifi's bundle: it ignores
+SSL_CERT_FILE, so behind a TLS-inspecting proxy or with a private CA it fails
+where every HTTPS tool works. The HTTP-based clients (azure-core over requests)
+honour REQUESTS_CA_BUNDLE but not SSL_CERT_FILE. dstream gives every Service Bus
+client, AMQP and management alike, the same bundle: REQUESTS_CA_BUNDLE, else
+SSL_CERT_FILE, else the SDKs' defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from providers import helper as h
+
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")  # in order of precedence
+
+
+def ca_bundle() -> str | None:
+    """The CA bundle file the user named, or None for the SDKs' defaults. A named file that is missing is an error."""
+    for name in CA_VARIABLES:
+        path = os.environ.get(name, "").strip()
+        if path:
+            if not os.path.isfile(path):
+                raise h.CommandFailed(f"{name} names {path!r}, which is not a readable file",
+                                      hint=f"point {name} at a PEM bundle of the certificate authorities to trust, or unset it")
+            return path
+    return None
+
+
+def client_options() -> dict[str, Any]:
+    """Keyword arguments for any Service Bus client (ServiceBusClient, ServiceBusAdministrationClient, the ARM client)."""
+    bundle = ca_bundle()
+    return {"connection_verify": bundle} if bundle else {}
