@@ -16,7 +16,18 @@ LSN = T("binary(10)")
 
 # system tables the peer keeps as real SQLite tables: (schema, name) -> columns
 SYSTEM_TABLES: dict[tuple[str, str], list[tuple[str, SqlType]]] = {
-    ("sys", "databases"): [("name", SYSNAME), ("database_id", T("int")), ("is_cdc_enabled", T("bit")), ("create_date", T("datetime"))],
+    ("sys", "databases"): [("name", SYSNAME), ("database_id", T("int")), ("is_cdc_enabled", T("bit")), ("create_date", T("datetime")),
+                           ("snapshot_isolation_state", T("tinyint")), ("snapshot_isolation_state_desc", T("nvarchar(60)")),
+                           ("is_read_committed_snapshot_on", T("bit"))],
+    # indexes: index_id 0 is the heap, 1 the clustered index (a primary key's by default), 2+ nonclustered
+    ("sys", "indexes"): [("object_id", T("int")), ("name", SYSNAME), ("index_id", T("int")), ("type", T("tinyint")), ("type_desc", T("nvarchar(60)")),
+                         ("is_unique", T("bit")), ("is_primary_key", T("bit")), ("is_unique_constraint", T("bit")), ("is_disabled", T("bit")),
+                         ("has_filter", T("bit"))],
+    ("sys", "index_columns"): [("object_id", T("int")), ("index_id", T("int")), ("index_column_id", T("int")), ("column_id", T("int")),
+                               ("key_ordinal", T("tinyint")), ("is_descending_key", T("bit")), ("is_included_column", T("bit"))],
+    # one row per index (heap or clustered, and each nonclustered index) with that index's row count, as SQL Server keeps it
+    ("sys", "partitions"): [("partition_id", T("bigint")), ("object_id", T("int")), ("index_id", T("int")), ("partition_number", T("int")),
+                            ("rows", T("bigint"))],
     ("sys", "schemas"): [("schema_id", T("int")), ("name", SYSNAME), ("principal_id", T("int"))],
     ("sys", "tables"): [("object_id", T("int")), ("name", SYSNAME), ("schema_id", T("int")), ("type", T("char(2)")), ("is_tracked_by_cdc", T("bit")),
                         ("create_date", T("datetime"))],

@@ -5,6 +5,21 @@ over the wire is executed on SQLite; each changed row becomes change rows in
 every capture instance of its table (insert 2, delete 1, update 3+4, key
 change 1+2 with one seqval), and each committed transaction that changed a
 captured table gets one commit LSN and one cdc.lsn_time_mapping row.
+
+Reads follow SQL Server's isolation levels (docs: "SET TRANSACTION ISOLATION LEVEL",
+"Snapshot isolation in SQL Server"). All sessions share one SQLite database, so a
+writer's uncommitted rows are in the table; a reader never sees another session's:
+- READ COMMITTED (the default, READ_COMMITTED_SNAPSHOT off) waits until no other session
+  holds uncommitted changes to a table it reads (SQL Server blocks on the locked rows only;
+  the peer blocks on the table: stricter for the reader, same results). It gives up after
+  LOCK_WAIT seconds with Msg 1222, as SQL Server does with SET LOCK_TIMEOUT.
+- READ COMMITTED with READ_COMMITTED_SNAPSHOT ON reads the last committed version, per statement.
+- SNAPSHOT reads the committed state as of the transaction's first data access (not its BEGIN
+  TRAN, as in SQL Server), through row versions kept while snapshot transactions are open. The
+  SET itself always succeeds; the first data access fails with Msg 3952 unless
+  ALLOW_SNAPSHOT_ISOLATION is ON (SQL Server's documented behaviour).
+A version read replaces the table by a view: the table without the rows changed since the
+snapshot, plus those rows as they were (`_as_of`).
 """
 
 from __future__ import annotations
@@ -13,6 +28,7 @@ import bisect
 import itertools
 import sqlite3
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +38,8 @@ from tds_sql import SqlError, Tok, Translator, parse_exec, quote, significant, s
 from tds_wire import SqlType
 
 ZERO_LSN = bytes(10)
+LOCK_WAIT = 30.0  # seconds a READ COMMITTED read waits for another session's uncommitted changes
+ISOLATION_LEVELS = ("READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SNAPSHOT", "SERIALIZABLE")
 
 
 @dataclass
@@ -72,6 +90,9 @@ class Session:
     begin_lsn: bytes = ZERO_LSN
     begin_time: str = ""
     prepared: dict[int, tuple[list[str], str]] = field(default_factory=dict)
+    isolation: str = "READ COMMITTED"
+    snapshot_seq: int | None = None  # the commit sequence a SNAPSHOT transaction reads as of, from its first data access
+    writes: list[tuple[int, Table, int, tuple[Any, ...] | None]] = field(default_factory=list)  # (op, table, rowid, before) uncommitted
 
 
 def lsn_bytes(n: int) -> bytes:
@@ -98,6 +119,14 @@ class Engine:
         self.stall = False
         self.last_create = ""
         self.commit_delay = 0.0
+        self.allow_snapshot = False
+        self.read_committed_snapshot = False
+        self.sessions: dict[int, Session] = {}
+        self.commit_seq = 0
+        self.ops = itertools.count(1)
+        self.versions: list[tuple[int, int, Table, int, tuple[Any, ...] | None]] = []  # (commit seq, op, table, rowid, before)
+        self.changed = threading.Condition(self.lock)  # commits and rollbacks wake READ COMMITTED readers
+        self.view_ids = itertools.count(1)
         for schema in ("sys", "cdc"):
             self.db.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
         for (schema, name), cols in SYSTEM_TABLES.items():
@@ -107,7 +136,7 @@ class Engine:
         self.db.execute("INSERT INTO sys.schemas VALUES (4, 'sys', 1), (3, 'cdc', 1)")
         self._attach("dbo")
         self.db.execute("CREATE UNIQUE INDEX cdc.lsn_time_mapping_pk ON lsn_time_mapping(start_lsn)")
-        self.db.execute("INSERT INTO sys.databases VALUES (?, 5, 0, ?)", (database, now_text()))
+        self.db.execute("INSERT INTO sys.databases VALUES (?, 5, 0, ?, 0, 'OFF', 0)", (database, now_text()))
         self._register_functions()
 
     # --- helpers --------------------------------------------------------------------
@@ -197,6 +226,7 @@ class Engine:
 
     def execute(self, session: Session, sql: str, params: list[Any] | None = None, names: list[str] | None = None) -> list[Result]:
         with self.lock:
+            self.sessions[session.spid] = session
             results = []
             translator = Translator(names, {"@@spid": str(session.spid), "@@trancount": str(int(session.in_tran)),
                                             "@@version": "'Microsoft SQL Server 2022 (tdspeer)'", "@@servername": "'tdspeer'"})
@@ -210,7 +240,7 @@ class Engine:
         named = {f"p{i}": v for i, v in enumerate(params, 1)}
         second = sig[1].upper if len(sig) > 1 else ""
         if head in ("SELECT", "WITH"):
-            return self._select(stmt, named, tr)
+            return self._select(session, stmt, named, tr)
         if head in ("INSERT", "UPDATE", "DELETE"):
             return self._dml(session, head, stmt, named, tr)
         if head == "BEGIN" and second in ("TRAN", "TRANSACTION"):
@@ -241,8 +271,16 @@ class Engine:
             self.db.execute(f"DROP TABLE {tab.sqlite_name}")
             self.db.execute("DELETE FROM sys.tables WHERE object_id = ?", (tab.object_id,))
             self.db.execute("DELETE FROM sys.columns WHERE object_id = ?", (tab.object_id,))
+            self.db.execute("DELETE FROM sys.indexes WHERE object_id = ?", (tab.object_id,))
+            self.db.execute("DELETE FROM sys.index_columns WHERE object_id = ?", (tab.object_id,))
             del self.tables[(tab.schema.lower(), tab.name.lower())]
             return Result()
+        if head == "SET" and second == "TRANSACTION":
+            return self._set_isolation(session, sig)
+        if head == "ALTER" and second == "DATABASE":
+            return self._alter_database(sig)
+        if head == "CREATE" and "INDEX" in [t.upper for t in sig[1:4]]:
+            return self._create_index(sig)
         if head in ("SET", "USE", "DECLARE", "PRINT"):
             return Result()
         raise SqlError(102, f"Incorrect syntax near '{sig[0].text}'.", 15)
@@ -303,13 +341,26 @@ class Engine:
             refs.setdefault(name.lower(), cols)
         return refs
 
-    def _select(self, stmt: list[Tok], params: dict[str, Any], tr: Translator) -> Result:
+    def _select(self, session: Session, stmt: list[Tok], params: dict[str, Any], tr: Translator) -> Result:
         sig = significant(stmt)
         refs = self._refs(sig)
-        sql = tr.render(stmt)
-        cursor = self._sqlite(sql, params)
-        rows = cursor.fetchall()
-        names = [d[0] for d in cursor.description]
+        if refs:
+            self._check_snapshot_allowed(session)
+        if any(t.is_ident and t.name.lower() == "partitions" for t in sig):
+            self._refresh_partitions()
+        views: list[str] = []
+        try:
+            sql = tr.render(self._versioned(session, stmt, views))
+            cursor = self._sqlite(sql, params)
+            rows = cursor.fetchall()
+            names = [d[0] for d in cursor.description]
+        finally:
+            for view in views:
+                self.db.execute(f"DROP VIEW temp.{quote(view)}")
+                self.db.execute(f"DROP TABLE temp.{quote(view + '_rows')}")
+            if session.isolation == "SNAPSHOT" and not session.in_tran:
+                session.snapshot_seq = None  # an autocommit statement is its own snapshot transaction
+                self._prune_versions()
         hinted = self._select_types(sig, refs)
         columns = []
         for i, name in enumerate(names):
@@ -378,6 +429,142 @@ class Engine:
             return FUNCTION_TYPES.get(fname)
         return None
 
+    # --- isolation and row versions ---------------------------------------------------
+
+    def _check_snapshot_allowed(self, session: Session) -> None:
+        if session.isolation == "SNAPSHOT" and not self.allow_snapshot:
+            raise SqlError(3952, f"Snapshot isolation transaction failed accessing database '{self.database}' because snapshot isolation is not "
+                                 "allowed in this database. Use ALTER DATABASE to allow snapshot isolation.")
+
+    def _table_refs(self, stmt: list[Tok]) -> list[tuple[int, int, Table, bool]]:
+        """User tables named after FROM or JOIN: (first token, end token, table, has an alias)."""
+        out = []
+        for i, t in enumerate(stmt):
+            if t.upper not in ("FROM", "JOIN"):
+                continue
+            j = next_significant(stmt, i + 1)
+            if j >= len(stmt) or not stmt[j].is_ident:
+                continue
+            names, end = [stmt[j].name], j + 1
+            while True:
+                k = next_significant(stmt, end)
+                if k < len(stmt) and stmt[k].text == "." and next_significant(stmt, k + 1) < len(stmt) and stmt[next_significant(stmt, k + 1)].is_ident:
+                    m = next_significant(stmt, k + 1)
+                    names.append(stmt[m].name)
+                    end = m + 1
+                    continue
+                break
+            schema, name = (names[-2], names[-1]) if len(names) >= 2 else ("dbo", names[-1])
+            tab = self.tables.get((schema.lower(), name.lower()))
+            if tab is None:
+                continue
+            k = next_significant(stmt, end)
+            alias = k < len(stmt) and (stmt[k].upper == "AS" or (stmt[k].is_ident and stmt[k].upper not in KEYWORDS))
+            out.append((j, end, tab, alias))
+        return out
+
+    def _versioned(self, session: Session, stmt: list[Tok], views: list[str]) -> list[Tok]:
+        """The statement reading what its isolation level lets it see: each user table it reads is
+        waited for (locking READ COMMITTED) or replaced by a view of its rows as of the read point."""
+        refs = self._table_refs(stmt)
+        if not refs or session.isolation == "READ UNCOMMITTED":
+            return stmt
+        if session.isolation == "SNAPSHOT":
+            if session.snapshot_seq is None:
+                session.snapshot_seq = self.commit_seq
+            after: int | None = session.snapshot_seq
+        elif session.isolation == "READ COMMITTED" and self.read_committed_snapshot:
+            after = None  # statement-level: every commit so far is visible, no other session's pending change is
+        else:
+            self._wait_for_writers(session, [tab for _, _, tab, _ in refs])
+            return stmt
+        out = list(stmt)
+        for start, end, tab, alias in reversed(refs):
+            image = self._as_of(session, tab, after)
+            if not image:
+                continue
+            view = self._view(tab, image)
+            views.append(view)
+            repl = [Tok("bracket", f"[{view}]")]
+            if not alias:
+                repl += [Tok("ws", " "), Tok("word", "AS"), Tok("ws", " "), Tok("bracket", f"[{tab.name}]")]
+            out[start:end] = repl
+        return out
+
+    def _wait_for_writers(self, session: Session, tables: list[Table]) -> None:
+        deadline = time.monotonic() + LOCK_WAIT
+        while any(t is tab for other in self.sessions.values() if other is not session for _, t, _, _ in other.writes for tab in tables):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SqlError(1222, "Lock request time out period exceeded.")
+            self.changed.wait(left)
+
+    def _as_of(self, session: Session, tab: Table, committed_after: int | None) -> dict[int, tuple[Any, ...] | None]:
+        """rowid -> the row as the reader must see it (None: absent), for each row changed by a change it must
+        not see: committed after its snapshot, or not committed by another session. The oldest such change's
+        before-image is the row as it was."""
+        hidden = [(op, rowid, before) for seq, op, t, rowid, before in self.versions if t is tab and committed_after is not None and seq > committed_after]
+        for other in self.sessions.values():
+            if other is not session:
+                hidden += [(op, rowid, before) for op, t, rowid, before in other.writes if t is tab]
+        image: dict[int, tuple[Any, ...] | None] = {}
+        for _, rowid, before in sorted(hidden, key=lambda h: h[0]):
+            image.setdefault(rowid, before)
+        return image
+
+    def _view(self, tab: Table, image: dict[int, tuple[Any, ...] | None]) -> str:
+        view = f"dstream_asof_{next(self.view_ids)}"
+        rows_table = quote(view + "_rows")
+        cols = ", ".join(quote(c) for c, _ in tab.columns)
+        self.db.execute(f"CREATE TEMP TABLE {rows_table} (dstream_rowid INTEGER PRIMARY KEY, dstream_present INT, {cols})")
+        blank = (None,) * len(tab.columns)
+        self.db.executemany(f"INSERT INTO temp.{rows_table} VALUES ({', '.join('?' * (len(tab.columns) + 2))})",
+                            [(rowid, int(before is not None), *(before if before is not None else blank)) for rowid, before in image.items()])
+        self.db.execute(f"CREATE TEMP VIEW {quote(view)} AS SELECT {cols} FROM {tab.sqlite_name} WHERE rowid NOT IN "
+                        f"(SELECT dstream_rowid FROM temp.{rows_table}) UNION ALL SELECT {cols} FROM temp.{rows_table} WHERE dstream_present = 1")
+        return view
+
+    def _prune_versions(self) -> None:
+        """Versions every open snapshot can already see are not needed any more."""
+        open_at = [s.snapshot_seq for s in self.sessions.values() if s.snapshot_seq is not None]
+        low = min(open_at) if open_at else self.commit_seq
+        self.versions = [v for v in self.versions if v[0] > low]
+
+    def _refresh_partitions(self) -> None:
+        """sys.partitions.rows: SQL Server keeps it as metadata; the peer counts when it is read."""
+        self.db.execute("DELETE FROM sys.partitions")
+        rows = []
+        for tab in self.tables.values():
+            n = self.db.execute(f"SELECT COUNT(*) FROM {tab.sqlite_name}").fetchone()[0]
+            for (index_id,) in self.db.execute("SELECT index_id FROM sys.indexes WHERE object_id = ?", (tab.object_id,)).fetchall():
+                rows.append((72057594038000000 + tab.object_id * 100 + index_id, tab.object_id, index_id, 1, n))
+        self.db.executemany("INSERT INTO sys.partitions VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _set_isolation(self, session: Session, sig: list[Tok]) -> Result:
+        words = " ".join(t.upper or t.text for t in sig[2:])
+        level = words[len("ISOLATION LEVEL "):] if words.startswith("ISOLATION LEVEL ") else ""
+        if level not in ISOLATION_LEVELS:
+            raise SqlError(102, f"Incorrect syntax near '{sig[-1].text}'.", 15)
+        session.isolation = level
+        return Result()
+
+    def _alter_database(self, sig: list[Tok]) -> Result:
+        """ALTER DATABASE name|CURRENT SET ALLOW_SNAPSHOT_ISOLATION | READ_COMMITTED_SNAPSHOT ON|OFF [WITH ...]."""
+        if len(sig) < 6 or sig[3].upper != "SET" or sig[5].upper not in ("ON", "OFF"):
+            raise SqlError(102, f"Incorrect syntax near '{sig[min(len(sig) - 1, 3)].text}'.", 15)
+        if sig[2].upper != "CURRENT" and sig[2].name.lower() != self.database.lower():
+            raise SqlError(5011, f"User does not have permission to alter database '{sig[2].name}', the database does not exist, or the database is not in a state that allows access checks.", 14)
+        on = sig[5].upper == "ON"
+        if sig[4].upper == "ALLOW_SNAPSHOT_ISOLATION":
+            self.allow_snapshot = on
+            self.db.execute("UPDATE sys.databases SET snapshot_isolation_state = ?, snapshot_isolation_state_desc = ?", (int(on), "ON" if on else "OFF"))
+        elif sig[4].upper == "READ_COMMITTED_SNAPSHOT":
+            self.read_committed_snapshot = on
+            self.db.execute("UPDATE sys.databases SET is_read_committed_snapshot_on = ?", (int(on),))
+        else:
+            raise SqlError(5058, f"Option '{sig[4].text}' cannot be set in database '{self.database}'.")
+        return Result()
+
     # --- DML ---------------------------------------------------------------------------
 
     def _dml(self, session: Session, head: str, stmt: list[Tok], params: dict[str, Any], tr: Translator) -> Result:
@@ -390,6 +577,7 @@ class Engine:
             name_toks += [sig[i + 1], sig[i + 2]]
             i += 2
         tab = self.table(name_toks)
+        self._check_snapshot_allowed(session)
         auto = not session.in_tran
         if auto:
             self.begin(session)
@@ -416,7 +604,7 @@ class Engine:
             rows = self._sqlite(sql + " RETURNING rowid, *", params).fetchall()
             for r in rows:
                 after = self._normalize(tab, r[0], list(r[1:]))
-                session.undo.append(("insert", tab, r[0], None))
+                self._wrote(session, "insert", tab, r[0], None)
                 self._capture(session, tab, None, after, set(names))
             return len(rows)
         where = self._where(stmt, tr, base)
@@ -425,16 +613,20 @@ class Engine:
         if head == "DELETE":
             rows = self._sqlite(sql + " RETURNING rowid", params).fetchall()
             for (rowid,) in rows:
-                session.undo.append(("delete", tab, rowid, tuple(before[rowid])))
+                self._wrote(session, "delete", tab, rowid, tuple(before[rowid]))
                 self._capture(session, tab, before[rowid], None, set(names))
             return len(rows)
         assigned = self._assigned(sig)
         rows = self._sqlite(sql + " RETURNING rowid, *", params).fetchall()
         for r in rows:
             after = self._normalize(tab, r[0], list(r[1:]))
-            session.undo.append(("update", tab, r[0], tuple(before[r[0]])))
+            self._wrote(session, "update", tab, r[0], tuple(before[r[0]]))
             self._capture(session, tab, before[r[0]], after, assigned)
         return len(rows)
+
+    def _wrote(self, session: Session, kind: str, tab: Table, rowid: int, before: tuple[Any, ...] | None) -> None:
+        session.undo.append((kind, tab, rowid, before))
+        session.writes.append((next(self.ops), tab, rowid, before))
 
     @staticmethod
     def _where(stmt: list[Tok], tr: Translator, base: int) -> str:
@@ -528,9 +720,21 @@ class Engine:
                 self.stalled.append(txn)
             else:
                 self._write_capture(*txn)
+        if session.writes:
+            self.commit_seq += 1
+            if any(s.snapshot_seq is not None for s in self.sessions.values() if s is not session):
+                self.versions += [(self.commit_seq, op, tab, rowid, before) for op, tab, rowid, before in session.writes]
+        self._end_transaction(session)
+
+    def _end_transaction(self, session: Session) -> None:
         session.in_tran = False
         session.pending = []
         session.undo = []
+        session.writes = []
+        if session.snapshot_seq is not None:
+            session.snapshot_seq = None
+            self._prune_versions()
+        self.changed.notify_all()
 
     def rollback(self, session: Session) -> None:
         for kind, tab, rowid, values in reversed(session.undo):
@@ -542,9 +746,7 @@ class Engine:
             elif values is not None:
                 sets = ", ".join(f"{quote(c)} = ?" for c, _ in tab.columns)
                 self.db.execute(f"UPDATE {tab.sqlite_name} SET {sets} WHERE rowid = ?", (*values, rowid))
-        session.in_tran = False
-        session.pending = []
-        session.undo = []
+        self._end_transaction(session)
 
     def _write_capture(self, commit_lsn: bytes, begin_lsn: bytes, begin_time: str, end_time: str, pending: list[Any], mapping: bool = True) -> None:
         rows_by_ct: dict[str, list[tuple[Any, ...]]] = {}
@@ -611,6 +813,66 @@ class Engine:
         self.db.execute("INSERT INTO sys.tables VALUES (?, ?, ?, 'U', 0, ?)", (tab.object_id, name, self.schemas[schema.lower()][0], now_text()))
         for n, (c, t) in enumerate(columns, 1):
             self._sys_column(tab, n, c, t, c not in notnull)
+        if pk:  # a primary key is clustered unless said otherwise: index 1
+            self._sys_index(tab, f"PK_{name}", 1, unique=True, primary=True, keys=[(c, False) for c in pk])
+        else:
+            self.db.execute("INSERT INTO sys.indexes VALUES (?, NULL, 0, 0, 'HEAP', 0, 0, 0, 0, 0)", (tab.object_id,))
+        return Result()
+
+    def _sys_index(self, tab: Table, name: str, index_id: int, unique: bool, primary: bool, keys: list[tuple[str, bool]],
+                   included: tuple[str, ...] = (), filtered: bool = False) -> None:
+        kind, desc = (1, "CLUSTERED") if index_id == 1 else (2, "NONCLUSTERED")
+        self.db.execute("INSERT INTO sys.indexes VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+                        (tab.object_id, name, index_id, kind, desc, int(unique), int(primary), int(filtered)))
+        ids = {c.lower(): n for n, (c, _) in enumerate(tab.columns, 1)}
+        for n, (c, descending) in enumerate(keys, 1):
+            self.db.execute("INSERT INTO sys.index_columns VALUES (?, ?, ?, ?, ?, ?, 0)", (tab.object_id, index_id, n, ids[c.lower()], n, int(descending)))
+        for n, c in enumerate(included, len(keys) + 1):
+            self.db.execute("INSERT INTO sys.index_columns VALUES (?, ?, ?, ?, 0, 0, 1)", (tab.object_id, index_id, n, ids[c.lower()]))
+
+    def _create_index(self, sig: list[Tok]) -> Result:
+        """CREATE [UNIQUE] [CLUSTERED | NONCLUSTERED] INDEX name ON table (col [ASC|DESC], ...) [INCLUDE (...)] [WHERE ...]."""
+        i, words = 1, set()
+        while sig[i].upper in ("UNIQUE", "CLUSTERED", "NONCLUSTERED"):
+            words.add(sig[i].upper)
+            i += 1
+        name = sig[i + 1].name
+        on = next(j for j, t in enumerate(sig) if t.upper == "ON")
+        open_ = next(j for j, t in enumerate(sig) if j > on and t.text == "(")
+        close = next(j for j, t in enumerate(sig) if j > open_ and t.text == ")")
+        tab = self.table(sig[on + 1:open_])
+        keys = [(el[0].name, len(el) > 1 and el[1].upper == "DESC") for el in split_top(sig[open_ + 1:close])]
+        rest = sig[close + 1:]
+        included: tuple[str, ...] = ()
+        if rest and rest[0].upper == "INCLUDE":
+            end = next(j for j, t in enumerate(rest) if t.text == ")")
+            included = tuple(el[0].name for el in split_top(rest[2:end]))
+            rest = rest[end + 1:]
+        for c in [k for k, _ in keys] + list(included):
+            if tab.col_type(c) is None:
+                raise SqlError(1911, f"Column name '{c}' does not exist in the target table or view.")
+        existing = {r[0]: r[1] for r in self.db.execute("SELECT index_id, name FROM sys.indexes WHERE object_id = ?", (tab.object_id,)).fetchall()}
+        if any(n is not None and n.lower() == name.lower() for n in existing.values()):
+            raise SqlError(1913, f"The operation failed because an index or statistics with name '{name}' already exists on table '{tab.schema}.{tab.name}'.")
+        if "CLUSTERED" in words:
+            if 1 in existing:
+                raise SqlError(1902, f"Cannot create more than one clustered index on table '{tab.schema}.{tab.name}'. Drop the existing clustered index "
+                                     f"'{existing[1]}' before creating another.")
+            index_id = 1
+        else:
+            index_id = max([2, *(k + 1 for k in existing if k >= 2)])
+        unique = "UNIQUE" in words
+        filtered = bool(rest and rest[0].upper == "WHERE")
+        if unique and not filtered:
+            try:
+                self.db.execute(f"CREATE UNIQUE INDEX {quote(tab.schema)}.{quote('ix_' + str(tab.object_id) + '_' + name)} ON {quote(tab.name)} "
+                                f"({', '.join(quote(k) for k, _ in keys)})")
+            except sqlite3.IntegrityError:
+                raise SqlError(1505, f"The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for the object name "
+                                     f"'{tab.schema}.{tab.name}' and the index name '{name}'.") from None
+        if index_id == 1:
+            self.db.execute("DELETE FROM sys.indexes WHERE object_id = ? AND index_id = 0", (tab.object_id,))
+        self._sys_index(tab, name, index_id, unique, False, keys, included, filtered)
         return Result()
 
     def _sys_column(self, tab: Table, n: int, c: str, t: SqlType, nullable: bool) -> None:
@@ -784,6 +1046,12 @@ def mask(n: int, ordinals: Any) -> bytes:
     for k in ordinals:
         value |= 1 << (k - 1)
     return value.to_bytes(size, "big")
+
+
+def next_significant(toks: list[Tok], i: int) -> int:
+    while i < len(toks) and toks[i].kind == "ws":
+        i += 1
+    return i
 
 
 def split_top(toks: list[Tok]) -> list[list[Tok]]:
