@@ -24,7 +24,11 @@ FIELDS = [
     h.Field("authentication", str, default="connection_string",
             help='"connection_string" (default: UID/PWD or the driver\'s own Authentication= in connection_string) or "azure": '
                  'an Entra ID token from DefaultAzureCredential (ODBC Driver 17/18 only)'),
+    h.Field("snapshot", str, default="none", help='"none" (default), "initial" (every row of a table before its changes, the first time it is '
+            'streamed) or "when_needed" (also again when its checkpoint fell behind the capture instance\'s minimum LSN)'),
+    h.Field("snapshot_chunk_size", int, default=5000, help="rows per snapshot read (keyset on the primary key; one short read each)"),
 ]
+SNAPSHOT_MODES = ("none", "initial", "when_needed")
 AUTHENTICATIONS = ("connection_string", "azure")
 CREDENTIAL_KEYS = ("uid", "user id", "user", "pwd", "password", "authentication", "trusted_connection")  # the driver refuses them next to a token
 
@@ -46,6 +50,8 @@ class Settings:
     manage_cdc: bool
     query_timeout: int
     authentication: str = "connection_string"
+    snapshot: str = "none"
+    snapshot_chunk_size: int = 5000
 
 
 def split_name(text: str) -> tuple[str, str]:
@@ -97,6 +103,10 @@ def settings(config: dict[str, Any]) -> Settings:
         raise h.CommandFailed("page_size must be between 2 and 100000", key="page_size")
     if not 0 < config["poll_interval_min"] <= config["poll_interval_max"]:
         raise h.CommandFailed("poll intervals must satisfy 0 < poll_interval_min <= poll_interval_max", key="poll_interval_min")
+    if config["snapshot"] not in SNAPSHOT_MODES:
+        raise h.CommandFailed(f"snapshot must be one of {', '.join(SNAPSHOT_MODES)}, not {config['snapshot']!r}", key="snapshot")
+    if not 1 <= config["snapshot_chunk_size"] <= 100_000:
+        raise h.CommandFailed("snapshot_chunk_size must be between 1 and 100000", key="snapshot_chunk_size")
     if config["max_transactions_per_pass"] < 0:
         raise h.CommandFailed("max_transactions_per_pass must be >= 0", key="max_transactions_per_pass")
     authentication = config.get("authentication", "connection_string")
@@ -109,7 +119,7 @@ def settings(config: dict[str, Any]) -> Settings:
                                   hint="remove them from connection_string, or use authentication = \"connection_string\"", key="connection_string")
     return Settings(config["connection_string"], tuple(patterns), start, start_time, config["poll_interval_min"], config["poll_interval_max"],
                     config["page_size"], config["max_transactions_per_pass"], config["on_gap"], config["manage_cdc"], max(1, config["query_timeout"]),
-                    authentication)
+                    authentication, snapshot=config["snapshot"], snapshot_chunk_size=config["snapshot_chunk_size"])
 
 
 def is_pattern(schema: str, table: str) -> bool:
