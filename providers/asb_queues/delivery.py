@@ -24,8 +24,8 @@ from typing import Any
 
 from providers import helper as h
 from providers import protocol as p
-from providers.asb_queues import messages, settings
-from providers.asb_queues.management import Management, scrub
+from providers.asb_queues import messages, settings, transport
+from providers.asb_queues.management import QueueApi, connect, scrub
 from providers.asb_queues.queue_admin import in_state, recorded_tier, resource
 
 INBOX = 20_000  # changes waiting per queue before the reader blocks
@@ -95,7 +95,8 @@ class Worker(threading.Thread):
         except h.CommandFailed as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - reported, never swallowed
-            self.failure = h.CommandFailed(f"queue {self.queue_name}: unexpected {type(exc).__name__}: {scrub(str(exc))}")
+            self.failure = (transport.certificate_failure(exc, f"queue {self.queue_name}")
+                            or h.CommandFailed(f"queue {self.queue_name}: unexpected {type(exc).__name__}: {scrub(str(exc))}"))
         finally:
             self.close()
 
@@ -191,6 +192,9 @@ class Worker(threading.Thread):
             except e.MessageSizeExceededError as exc:
                 raise Fatal(f"Service Bus refused a batch of {len(batch)} messages for queue {self.queue_name} as too large: {scrub(first_line(exc))}") from None
             except (e.ServiceBusError, TimeoutError, OSError) as exc:
+                untrusted = transport.certificate_failure(exc, f"queue {self.queue_name}")
+                if untrusted is not None:
+                    raise untrusted from None
                 reason = scrub(first_line(exc))
                 if time.monotonic() - started > self.timeout:
                     raise Fatal(f"queue {self.queue_name}: Service Bus did not accept a batch within {self.timeout:g}s ({attempt} attempts): {reason}") from None
@@ -228,16 +232,18 @@ def connector(config: dict[str, Any]) -> Callable[[], Any]:
     def connect() -> Any:
         from azure.servicebus import ServiceBusClient
 
-        options: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 10, "retry_mode": "exponential"}
-        if config.get("connection_string"):
+        options: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 10, "retry_mode": "exponential",
+                                   **transport.client_options()}  # AMQPS trusts only certifi unless told: REQUESTS_CA_BUNDLE / SSL_CERT_FILE
+        text = settings.send_connection_string(config)
+        if text:
+            key = "send_connection_string" if config.get("send_connection_string") else "connection_string"
             try:
-                return ServiceBusClient.from_connection_string(config["connection_string"], **options)
+                return ServiceBusClient.from_connection_string(text, **options)
             except ValueError:
-                raise h.CommandFailed("connection_string is not a valid Service Bus connection string", key="connection_string") from None
+                raise h.CommandFailed(f"{key} is not a valid Service Bus connection string", key=key) from None
         from azure.identity import DefaultAzureCredential
 
-        host = config.get("fully_qualified_namespace") or f"{config['namespace']}.servicebus.windows.net"
-        return ServiceBusClient(host, DefaultAzureCredential(), **options)
+        return ServiceBusClient(settings.data_plane_host(config), DefaultAzureCredential(), **options)
 
     return connect
 
@@ -261,7 +267,7 @@ class Delivery:
         self.acker = Acker(ctx.writer)
         self.connect = connector(self.config)
         self.workers: dict[str, Worker] = {}
-        self.mgmt: Management | None = None
+        self.mgmt: QueueApi | None = None
         self.live: dict[str, dict[str, Any]] | None = None
 
     def keys(self, stream: str) -> list[str] | None:
@@ -315,7 +321,7 @@ class Delivery:
             raise h.CommandFailed(f"stream {stream!r} would share queue {taken[settings.fold(name)]!r} with another stream (queue names are case-insensitive)",
                                     key="queue_name")
         if self.mgmt is None:
-            self.mgmt = Management(self.config)
+            self.mgmt = connect(self.config)
             self.tier = self.mgmt.tier()
             self.live = self.mgmt.queues()
         attrs = settings.attributes(self.config, name, self.tier)
@@ -324,10 +330,10 @@ class Delivery:
             raise h.CommandFailed(f"queue {name} exists but is not managed by this task (stream {stream!r}, input line {lineno})",
                                     hint="set adopt_existing = true to take it over", key="adopt_existing")
         if existing is not None:
-            attrs, arm = settings.from_arm(existing, self.tier, name), self.mgmt.arm_id(name)  # the configured spelling, not the listed one
+            attrs, arm = settings.from_arm(existing, self.tier, name), self.mgmt.resource_id(name)  # the configured spelling, not the listed one
         else:
             created = self.mgmt.put(name, attrs)
-            attrs, arm = settings.from_arm(created, self.tier, name), created.get("id") or self.mgmt.arm_id(name)
+            attrs, arm = settings.from_arm(created, self.tier, name), created.get("id") or self.mgmt.resource_id(name)
         self.acker.send(p.resource_message("created", resource(arm, (settings.RESOURCE, stream), attrs)))
         self.ctx.log(f"created queue {name} on demand for stream {stream}")
         self.queues[settings.fold(stream)] = name

@@ -1,5 +1,9 @@
 """Resource Manager calls for asb-queues (azure-mgmt-servicebus), imported only when used.
 
+`connect(config)` picks the API a task manages its queues through: this one when
+the task names subscription_id + resource_group + namespace, else the
+namespace's own management API (namespace_api.py), with the same interface.
+
 One namespace GET for the tier, one paged list for every queue; PUT and DELETE
 per change. azure-core retries 408/429/5xx and honours Retry-After. Errors
 become CommandFailed with the queue, the operation and ARM's code; never a
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from providers import helper as h
 from providers.asb_queues import settings
@@ -23,6 +27,27 @@ _SECRET = re.compile(r"(SharedAccessKey=|SharedAccessSignature=|Bearer\s+|access
 def scrub(text: str) -> str:
     """Remove anything shaped like a key, signature or token from a message."""
     return _SECRET.sub(lambda m: m.group(1) + "***", text)
+
+
+class QueueApi(Protocol):
+    """What the lifecycle and the run need from either management API."""
+
+    def tier(self) -> str: ...
+    def queues(self) -> dict[str, dict[str, Any]]: ...
+    def counts(self) -> dict[str, dict[str, Any]]: ...
+    def put(self, name: str, attrs: dict[str, Any], create: bool = True) -> dict[str, Any]: ...
+    def delete(self, name: str) -> None: ...
+    def resource_id(self, name: str) -> str: ...
+    def close(self) -> None: ...
+
+
+def connect(config: dict[str, Any]) -> QueueApi:
+    """The management client of the task's mode (Management or namespace_api.NamespaceManagement)."""
+    if settings.mode(config) == settings.RESOURCE_MANAGER:
+        return Management(config)
+    from providers.asb_queues.namespace_api import NamespaceManagement
+
+    return NamespaceManagement(config)
 
 
 class Management:
@@ -76,7 +101,19 @@ class Management:
 
         return self.call(f"listing the queues of {self.ns}", fetch)
 
-    def put(self, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Status and message counts per queue (folded name), from the one paged list."""
+        found: dict[str, dict[str, Any]] = {}
+        for name, queue in self.queues().items():
+            props = queue.get("properties") or {}
+            counts = props.get("countDetails") or {}
+            found[name] = {"status": props.get("status", "Unknown"), "active_messages": counts.get("activeMessageCount", 0),
+                           "dead_letter_messages": counts.get("deadLetterMessageCount", 0),
+                           "scheduled_messages": counts.get("scheduledMessageCount", 0), "size_bytes": props.get("sizeInBytes", 0)}
+        return found
+
+    def put(self, name: str, attrs: dict[str, Any], create: bool = True) -> dict[str, Any]:
+        """Create or update (ARM's PUT is both: `create` only matters to the namespace API)."""
         body: Any = {"properties": settings.arm_properties(attrs)}  # REST JSON: exactly what ARM gets
         return rest(self.call(f"writing queue {name}", lambda: self.client.queues.create_or_update(self.rg, self.ns, name, body), key="queue"))
 
@@ -88,9 +125,8 @@ class Management:
         except ResourceNotFoundError:
             pass
 
-    def arm_id(self, name: str) -> str:
-        return (f"/subscriptions/{self.config['subscription_id']}/resourceGroups/{self.rg}"
-                f"/providers/Microsoft.ServiceBus/namespaces/{self.ns}/queues/{name}")
+    def resource_id(self, name: str) -> str:
+        return settings.resource_id(self.config, name)
 
     def close(self) -> None:
         self.client.close()

@@ -1,6 +1,8 @@
 """asb-queues lifecycle: validate, plan, init, destroy, status.
 
-Resources are queues: {"type": "queue", "name": <stream>, "id": <ARM id>,
+Through Resource Manager or the namespace's own management API (management.connect
+picks by the config); the plan does not know which.
+Resources are queues: {"type": "queue", "name": <stream>, "id": <ARM id, or the queue's namespace URL>,
 "attributes": {queue, properties..., tier}}. A plan reads the namespace once and
 lists its queues once (paged), then diffs desired x state x live. init applies
 with bounded parallelism and reports each queue the moment it exists.
@@ -17,7 +19,7 @@ from typing import Any
 from providers import helper as h
 from providers import protocol as p
 from providers.asb_queues import settings
-from providers.asb_queues.management import Management
+from providers.asb_queues.management import QueueApi, connect
 from providers.diff import Diff, Key, SameKey, diff_resources
 
 REPLACE_REASON = "replacing deletes the queue: every message in it is lost"
@@ -41,18 +43,14 @@ def resource(mgmt_id: str, key: Key, attrs: dict[str, Any]) -> dict[str, Any]:
     return {"type": key[0], "name": key[1], "id": mgmt_id, "attributes": attrs}
 
 
-def arm_id(config: dict[str, Any], queue: str) -> str:
-    return (f"/subscriptions/{config['subscription_id']}/resourceGroups/{config['resource_group']}"
-            f"/providers/Microsoft.ServiceBus/namespaces/{config['namespace']}/queues/{queue}")
-
-
 class Planner:
     """One refresh (namespace GET + paged queue list) and the diff."""
 
     def __init__(self, ctx: h.Context):
         self.ctx = ctx
         self.known = in_state(ctx)
-        self.mgmt: Management | None = Management(ctx.config) if ctx.envelope.refresh else None
+        settings.mode(ctx.config)  # one clear error for a config without any management mode, before any call
+        self.mgmt: QueueApi | None = connect(ctx.config) if ctx.envelope.refresh else None
         self.tier = self.mgmt.tier() if self.mgmt else recorded_tier(self.known)
         self.wanted = desired(ctx, self.tier)
         self.live = self.find_live(self.mgmt.queues()) if self.mgmt else None
@@ -80,7 +78,7 @@ class Planner:
                                     hint="remove one with dstream state push after editing a state pull") from None
         if diff.unmanaged and not self.ctx.config["adopt_existing"]:
             names = ", ".join(self.wanted[k]["queue"] for k in diff.unmanaged)
-            raise h.CommandFailed(f"queue(s) {names} exist in namespace {self.ctx.config['namespace']} but are not managed by this task",
+            raise h.CommandFailed(f"queue(s) {names} exist in namespace {settings.namespace_label(self.ctx.config)} but are not managed by this task",
                                     hint="delete or rename them, or set adopt_existing = true to take them over", key="adopt_existing")
         live = self.live or {}
         for key in diff.unmanaged:  # adopted as they are: recorded in state, not modified
@@ -96,6 +94,7 @@ class Planner:
 
 
 def validate(ctx: h.Context) -> None:
+    settings.mode(ctx.config)
     settings.queue_names(ctx.config, ctx.envelope.streams)
     for tier in ("Standard",):
         for stream in ctx.envelope.streams:
@@ -124,11 +123,11 @@ def init(ctx: h.Context) -> None:
             for drift in diff.drift:  # deleted outside dstream and no longer wanted: forget it
                 key = (drift["resource"]["type"], drift["resource"]["name"])
                 if drift["after"] is None and not planner.wants(key):
-                    ctx.send(p.resource_message("deleted", resource(arm_id(ctx.config, drift["before"]["queue"]), key, drift["before"])))
+                    ctx.send(p.resource_message("deleted", resource(settings.resource_id(ctx.config, drift["before"]["queue"]), key, drift["before"])))
             changes = diff.changes if ctx.envelope.changes is None else list(ctx.envelope.changes)
-            mgmt = planner.mgmt or Management(ctx.config)
+            mgmt = planner.mgmt or connect(ctx.config)
         else:
-            changes, mgmt = list(ctx.envelope.changes or ()), Management(ctx.config)
+            changes, mgmt = list(ctx.envelope.changes or ()), connect(ctx.config)
         Applier(ctx, mgmt).run(changes)
     finally:
         if planner is not None:
@@ -138,7 +137,7 @@ def init(ctx: h.Context) -> None:
 class Applier:
     """Applies changes, at most `parallelism` at a time; deletions first (a replaced or renamed queue frees its name)."""
 
-    def __init__(self, ctx: h.Context, mgmt: Management):
+    def __init__(self, ctx: h.Context, mgmt: QueueApi):
         self.ctx = ctx
         self.mgmt = mgmt
         self.workers = max(1, int(ctx.config["parallelism"]))
@@ -183,15 +182,15 @@ class Applier:
         try:
             if action in ("delete", "replace") and before:
                 self.mgmt.delete(before["queue"])
-                done.append(("deleted", resource(self.mgmt.arm_id(before["queue"]), key, before)))
+                done.append(("deleted", resource(self.mgmt.resource_id(before["queue"]), key, before)))
                 self.ctx.log(f"deleted queue {before['queue']}")
             if action in ("create", "replace", "update") and after:
-                live = self.mgmt.put(after["queue"], after)
+                live = self.mgmt.put(after["queue"], after, create=action != "update")
                 attrs = settings.from_arm(live, after.get("tier", "Standard"), after["queue"]) if live.get("properties") else after
-                done.append(("created" if action != "update" else "updated", resource(live.get("id") or self.mgmt.arm_id(after["queue"]), key, attrs)))
+                done.append(("created" if action != "update" else "updated", resource(live.get("id") or self.mgmt.resource_id(after["queue"]), key, attrs)))
                 self.ctx.log(f"{action}d queue {after['queue']}")
             if action == "adopt" and after:
-                done.append(("created", resource(self.mgmt.arm_id(after["queue"]), key, after)))
+                done.append(("created", resource(self.mgmt.resource_id(after["queue"]), key, after)))
                 self.ctx.log(f"adopted queue {after['queue']}")
         except h.CommandFailed as exc:  # what happened before the failure still goes to state
             raise Partial(done, h.CommandFailed(f"stream {key[1]}: {exc.message}", hint=exc.hint, key=exc.key)) from None
@@ -209,7 +208,7 @@ def destroy(ctx: h.Context) -> None:
     if not known:
         return
     changes = [{"action": "delete", "resource": {"type": k[0], "name": k[1]}, "before": a, "after": None} for k, a in sorted(known.items())]
-    mgmt = Management(ctx.config)
+    mgmt = connect(ctx.config)
     try:
         Applier(ctx, mgmt).run(changes)
     finally:
@@ -220,23 +219,11 @@ def status(ctx: h.Context) -> None:
     known = in_state(ctx)
     if not known:
         return
-    mgmt = Management(ctx.config)
+    mgmt = connect(ctx.config)
     try:
-        live = mgmt.queues()
+        live = mgmt.counts()
     finally:
         mgmt.close()
     for key, attrs in sorted(known.items()):
-        queue = live.get(settings.fold(str(attrs.get("queue"))))
-        res = resource(arm_id(ctx.config, attrs.get("queue", "")), key, attrs)
-        if queue is None:
-            ctx.send(p.status_message(res, {"status": "missing"}))
-            continue
-        props = queue.get("properties") or {}
-        counts = props.get("countDetails") or {}
-        ctx.send(p.status_message(res, {
-            "status": props.get("status", "Unknown"),
-            "active_messages": counts.get("activeMessageCount", 0),
-            "dead_letter_messages": counts.get("deadLetterMessageCount", 0),
-            "scheduled_messages": counts.get("scheduledMessageCount", 0),
-            "size_bytes": props.get("sizeInBytes", 0),
-        }))
+        res = resource(settings.resource_id(ctx.config, attrs.get("queue", "")), key, attrs)
+        ctx.send(p.status_message(res, live.get(settings.fold(str(attrs.get("queue")))) or {"status": "missing"}))

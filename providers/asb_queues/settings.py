@@ -21,12 +21,13 @@ TIER_BATCH_BYTES = {"Basic": 256 * 1024, "Standard": 256 * 1024, "Premium": 1024
 SESSION_MODES = ("none", "table", "primary_key")
 
 FIELDS = [
-    h.Field("subscription_id", str, required=True, help="Azure subscription that holds the namespace"),
-    h.Field("resource_group", str, required=True, help="resource group of the namespace"),
-    h.Field("namespace", str, required=True, help="Service Bus namespace name (without .servicebus.windows.net)"),
+    h.Field("subscription_id", str, default=None, help="Azure subscription of the namespace (Resource Manager mode, with resource_group and namespace)"),
+    h.Field("resource_group", str, default=None, help="resource group of the namespace (Resource Manager mode)"),
+    h.Field("namespace", str, default=None, help="Service Bus namespace name (without .servicebus.windows.net)"),
     h.Field("management_endpoint", str, default=DEFAULT_ENDPOINT, help="Resource Manager endpoint (sovereign clouds use other hosts)"),
-    h.Field("connection_string", str, default=None, help="SAS connection string for sending; default: the Azure credential"),
-    h.Field("fully_qualified_namespace", str, default=None, help="data-plane host when sending with the Azure credential (default <namespace>.servicebus.windows.net)"),
+    h.Field("connection_string", str, default=None, help="SAS connection string: manages the queues when there is no Resource Manager scope (needs Manage), and sends unless send_connection_string is set"),
+    h.Field("send_connection_string", str, default=None, help="SAS connection string that run sends with (a Send-only key is enough)"),
+    h.Field("fully_qualified_namespace", str, default=None, help="data-plane host for the Azure credential (default <namespace>.servicebus.windows.net)"),
     h.Field("queue_name", str, default="{table}_cdc_events", help="queue name per stream: {table}, {schema}, {stream}"),
     h.Field("queue", (dict, list), default=None, help="queue properties block"),
     h.Field("session_id", str, default="none", help="message session id: none, table or primary_key"),
@@ -59,6 +60,90 @@ BASIC_DEFAULT_TTL = "P14D"
 _ISO = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$", re.I)
 _SHORT = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$", re.I)
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,258}[A-Za-z0-9])?$")
+
+
+ARM_SCOPE = ("subscription_id", "resource_group", "namespace")
+RESOURCE_MANAGER, NAMESPACE_API = "resource-manager", "namespace-api"
+NO_MODE = ("asb-queues needs one of: subscription_id + resource_group + namespace (Resource Manager), "
+           "connection_string (a SAS key with Manage), or fully_qualified_namespace / namespace (the Azure credential)")
+
+
+# --- which management API -----------------------------------------------------------------
+
+
+def mode(config: Mapping[str, Any]) -> str:
+    """Resource Manager when the task names the ARM scope; else the namespace's own management API."""
+    given = [k for k in ARM_SCOPE if config.get(k)]
+    if given and len(given) < 3 and given != ["namespace"]:
+        missing = [k for k in ARM_SCOPE if not config.get(k)]
+        raise h.CommandFailed(f"Resource Manager mode needs subscription_id, resource_group and namespace together: {', '.join(missing)} missing",
+                                hint="set them all, or remove subscription_id and resource_group to manage through connection_string", key=missing[0])
+    if len(given) == 3:
+        return RESOURCE_MANAGER
+    if config.get("connection_string"):
+        connection_host(str(config["connection_string"]))
+        return NAMESPACE_API
+    if config.get("fully_qualified_namespace") or config.get("namespace"):
+        return NAMESPACE_API
+    raise h.CommandFailed(NO_MODE, hint="see docs/asb-queues.md, 'Two management modes'", key="connection_string")
+
+
+def connection_fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def connection_host(text: str, key: str = "connection_string") -> str:
+    """host[:port] of a connection string's Endpoint (sb://host/); never echoes the string (it holds a key)."""
+    endpoint = connection_fields(text).get("endpoint", "")
+    host = endpoint.split("://", 1)[-1].strip("/")
+    if not endpoint.lower().startswith("sb://") or not host:
+        raise h.CommandFailed(f"{key} is not a Service Bus connection string (it needs Endpoint=sb://<namespace>.servicebus.windows.net/)", key=key)
+    return host
+
+
+def connection_key_name(text: str) -> str:
+    return connection_fields(text).get("sharedaccesskeyname", "")
+
+
+def data_plane_host(config: Mapping[str, Any]) -> str:
+    if config.get("fully_qualified_namespace"):
+        return str(config["fully_qualified_namespace"])
+    if config.get("namespace"):
+        return f"{config['namespace']}.servicebus.windows.net"
+    raise h.CommandFailed(NO_MODE, hint="to send, give send_connection_string or connection_string, or fully_qualified_namespace", key="connection_string")
+
+
+def namespace_label(config: Mapping[str, Any]) -> str:
+    """The namespace as errors name it: its name, else the host a connection string points to."""
+    if config.get("namespace"):
+        return str(config["namespace"])
+    text = config.get("connection_string")
+    return connection_host(str(text)) if text else data_plane_host(config)
+
+
+def send_connection_string(config: Mapping[str, Any]) -> str | None:
+    """What run sends with: the Send key when given, else the lifecycle's connection string (else the credential)."""
+    value = config.get("send_connection_string") or config.get("connection_string")
+    return str(value) if value else None
+
+
+def namespace_resource_id(host: str, queue: str) -> str:
+    """A queue's id in namespace-API mode: its management URL (namespace host and queue)."""
+    return f"https://{host}/{queue}"
+
+
+def resource_id(config: Mapping[str, Any], queue: str) -> str:
+    """A queue's id in state, without calling Azure: the ARM id, or the namespace URL of the queue."""
+    if mode(config) == RESOURCE_MANAGER:
+        return (f"/subscriptions/{config['subscription_id']}/resourceGroups/{config['resource_group']}"
+                f"/providers/Microsoft.ServiceBus/namespaces/{config['namespace']}/queues/{queue}")
+    text = config.get("connection_string")
+    return namespace_resource_id(connection_host(str(text)) if text else data_plane_host(config), queue)
 
 
 # --- durations --------------------------------------------------------------------------

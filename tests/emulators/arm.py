@@ -20,11 +20,16 @@ Run as a process:
   requiresDuplicateDetection, enablePartitioning: 400 code 40000), Basic-tier
   restrictions (400), value ranges; durations normalised the way Azure does
   ("PT3600S" comes back as "PT1H"), unset TTL as "P10675199DT2H48M5.4775807S".
+- With `--namespace-api NS=PORT --amqp-backend P --sas-key NAME:KEY:RIGHTS`, the same
+  process also serves namespace NS's own management API (ATOM over HTTPS) on PORT,
+  sharing PORT with AMQP (forwarded to the AMQP peer on P): see servicebus_admin.py.
+  Both APIs change one model under one lock.
 - The model is written to DIR/model.json after every change; the AMQP peer reads
   it. Message counts in queue GETs come from the AMQP peer's DIR/stats.json.
 - Test hooks (no auth needed, never used by the product):
-  GET  /_peer/stats              {"requests": n, "by_kind": {...}, "log": ["PUT Orders_cdc_events", ...]}
-                                 (log: queue PUTs and DELETEs with the URL's queue name)
+  GET  /_peer/stats              {"requests": n, "by_kind": {...}, "log": ["PUT Orders_cdc_events", ...],
+                                  "namespace_api": {"total": n, "GET namespaceinfo": 1, "GET queues": pages, ...}}
+                                 (log: queue PUTs and DELETEs with the URL's queue name, through either API)
   POST /_peer/reset              zero the counters, empty the log
   POST /_peer/faults {"throttle": N, "retry_after": S, "max_queues": Q, "fail_status": [..]}
        throttle: the next N ARM requests get 429 + Retry-After: S;
@@ -184,6 +189,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     store: Store
     token: str
+    namespace_api: Any = None
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -319,9 +325,13 @@ class Handler(BaseHTTPRequestHandler):
         body = self.body() if method == "POST" else None
         with store.lock:
             if path == "/_peer/stats":
-                self.reply(200, {"requests": store.requests["total"], "by_kind": dict(store.requests), "log": list(store.log)})
+                namespace_api = dict(Handler.namespace_api.requests) if Handler.namespace_api else {}
+                self.reply(200, {"requests": store.requests["total"], "by_kind": dict(store.requests), "log": list(store.log),
+                                 "namespace_api": namespace_api})
             elif path == "/_peer/reset" and method == "POST":
                 store.requests.clear()
+                if Handler.namespace_api:
+                    Handler.namespace_api.requests.clear()
                 store.log.clear()
                 self.reply(200, {})
             elif path == "/_peer/faults" and method == "POST":
@@ -341,6 +351,9 @@ def main() -> int:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--list-case", choices=("lower", "preserve"), default="lower", help="casing of names in queue lists (Azure: lower)")
     parser.add_argument("--namespace", action="append", default=[], help="sub/rg/name=Tier (Basic, Standard, Premium)")
+    parser.add_argument("--namespace-api", default=None, help="NS=PORT: serve NS's namespace management API (HTTPS) on PORT")
+    parser.add_argument("--amqp-backend", type=int, default=0, help="the AMQP peer's port, for non-TLS connections to the namespace API port")
+    parser.add_argument("--sas-key", action="append", default=[], help="NAME:KEY:RIGHTS (Manage,Send,Listen) accepted by the namespace API")
     args = parser.parse_args()
     store = Store(args.dir, args.page_size, args.list_case)
     for spec in args.namespace:
@@ -354,6 +367,12 @@ def main() -> int:
     store.save()
     Handler.store = store
     Handler.token = args.token
+    if args.namespace_api:
+        import servicebus_admin
+
+        name, _, port = args.namespace_api.partition("=")
+        Handler.namespace_api = servicebus_admin.NamespaceApi(store, name, servicebus_admin.Keys(args.sas_key, args.token), validate, ArmError)
+        servicebus_admin.serve(Handler.namespace_api, int(port), args.amqp_backend, args.cert, args.key)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -2,7 +2,10 @@
 
 `AzurePeers(tmp)` starts the Resource Manager peer (arm.py, HTTPS with a trustme
 CA) and the AMQP peer (servicebus.py) on free loopback ports, sharing one model
-directory. `env()` is what a provider process needs to reach them through the
+directory. arm.py also serves the namespace's own management API (ATOM over
+HTTPS, servicebus_admin.py) on the port the connection strings name, and
+forwards the AMQP connections arriving there to servicebus.py: the admin client
+and the AMQP client both dial the connection string's host:port. `env()` is what a provider process needs to reach them through the
 real azure-identity chain: a stand-in `az` on PATH printing a token,
 AZURE_TOKEN_CREDENTIALS=AzureCliCredential, and REQUESTS_CA_BUNDLE for the CA.
 Each peer is stopped by pid (its own process group).
@@ -27,6 +30,8 @@ SUBSCRIPTION = "00000000-0000-0000-0000-00000000c0de"
 RESOURCE_GROUP = "rg-dstream"
 NAMESPACE = "dstream-ns"
 TOKEN = "peer-token-4b1d"  # what the stand-in az prints; the ARM peer accepts only this
+MANAGE_KEY = ("k", "c2VjcmV0LWtleQ==")  # SAS key with Manage, Send, Listen
+SEND_KEY = ("sender", "c2VuZC1vbmx5LWtleQ==")  # SAS key with Send only
 START_TIMEOUT = 20.0
 
 
@@ -117,17 +122,20 @@ class AzurePeers:
         self.sku = sku
         self.ca, cert, key = make_certificates(self.dir)
         self.bin = write_az(self.dir)
-        self.arm_port, self.amqp_port = free_port(), free_port()
+        self.arm_port, self.amqp_port, self.amqp_backend_port = free_port(), free_port(), free_port()
         spaces = [f"{SUBSCRIPTION}/{RESOURCE_GROUP}/{namespace}={sku}"] + [f"{SUBSCRIPTION}/{RESOURCE_GROUP}/{n}={t}" for n, t in extra_namespaces]
         self.arm = PeerProcess("arm", [sys.executable, str(HERE / "arm.py"), "--port", str(self.arm_port), "--dir", str(self.dir), "--cert", str(cert),
                                        "--key", str(key), "--token", TOKEN, "--page-size", str(page_size),
-                                       *[a for s in spaces for a in ("--namespace", s)]], self.arm_port, self.dir / "arm.log")
-        self.amqp = PeerProcess("servicebus", [sys.executable, str(HERE / "servicebus.py"), "--port", str(self.amqp_port), "--namespace", namespace,
-                                               "--dir", str(self.dir)], self.amqp_port, self.dir / "servicebus.log")
+                                       *[a for s in spaces for a in ("--namespace", s)],
+                                       "--namespace-api", f"{namespace}={self.amqp_port}", "--amqp-backend", str(self.amqp_backend_port),
+                                       "--sas-key", f"{MANAGE_KEY[0]}:{MANAGE_KEY[1]}:Manage,Send,Listen",
+                                       "--sas-key", f"{SEND_KEY[0]}:{SEND_KEY[1]}:Send"], self.arm_port, self.dir / "arm.log")
+        self.amqp = PeerProcess("servicebus", [sys.executable, str(HERE / "servicebus.py"), "--port", str(self.amqp_backend_port),
+                                               "--namespace", namespace, "--dir", str(self.dir)], self.amqp_backend_port, self.dir / "servicebus.log")
 
     def start(self) -> AzurePeers:
-        self.arm.start()
         self.amqp.start()
+        self.arm.start()
         return self
 
     def stop(self) -> None:
@@ -146,14 +154,28 @@ class AzurePeers:
     def management_endpoint(self) -> str:
         return f"https://127.0.0.1:{self.arm_port}"
 
+    def connection_string_for(self, key: tuple[str, str]) -> str:
+        return f"Endpoint=sb://127.0.0.1:{self.amqp_port};SharedAccessKeyName={key[0]};SharedAccessKey={key[1]};UseDevelopmentEmulator=true"
+
     @property
     def connection_string(self) -> str:
-        return f"Endpoint=sb://127.0.0.1:{self.amqp_port};SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0LWtleQ==;UseDevelopmentEmulator=true"
+        """Manage, Send, Listen."""
+        return self.connection_string_for(MANAGE_KEY)
+
+    @property
+    def send_connection_string(self) -> str:
+        """Send only: the namespace API refuses it (401)."""
+        return self.connection_string_for(SEND_KEY)
 
     def config(self, **extra: Any) -> dict[str, Any]:
+        """Resource Manager mode (and the Manage connection string for sending)."""
         base = {"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "namespace": self.namespace,
                 "management_endpoint": self.management_endpoint, "connection_string": self.connection_string}
         return {**base, **extra}
+
+    def namespace_config(self, **extra: Any) -> dict[str, Any]:
+        """Namespace-API mode: nothing but a connection string."""
+        return {"connection_string": self.connection_string, **extra}
 
     def env(self) -> dict[str, str]:
         return {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", "REQUESTS_CA_BUNDLE": str(self.ca),
@@ -177,6 +199,10 @@ class AzurePeers:
 
     def arm_requests(self) -> dict[str, Any]:
         return dict(self._arm("GET", "/_peer/stats")[1])
+
+    def namespace_api_requests(self) -> dict[str, int]:
+        """Requests to the namespace management API since the last reset, by kind."""
+        return dict(self.arm_requests()["namespace_api"])
 
     def arm_writes(self) -> list[str]:
         """The queue PUTs and DELETEs since the last reset, as "METHOD name" (the URL's casing)."""
