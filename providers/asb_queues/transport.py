@@ -12,6 +12,8 @@ SSL_CERT_FILE, else the SDKs' defaults.
 from __future__ import annotations
 
 import os
+import re
+import ssl
 from typing import Any
 
 from providers import helper as h
@@ -35,3 +37,22 @@ def client_options() -> dict[str, Any]:
     """Keyword arguments for any Service Bus client (ServiceBusClient, ServiceBusAdministrationClient, the ARM client)."""
     bundle = ca_bundle()
     return {"connection_verify": bundle} if bundle else {}
+
+
+_VERIFY_REASON = re.compile(r"certificate verify failed: ([^(]+)")
+UNTRUSTED_HINT = ("trust the certificate authority that signed it: put its PEM bundle in REQUESTS_CA_BUNDLE or SSL_CERT_FILE "
+                  "(azure-servicebus does not read the system store)")
+
+
+def certificate_failure(exc: BaseException, what: str) -> h.CommandFailed | None:
+    """The one-line failure for a server certificate that is not trusted (never worth retrying), else None."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # the SDK wraps the ssl error once or twice
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            found = _VERIFY_REASON.search(str(seen))
+            reason = getattr(seen, "verify_message", None) or (found.group(1).strip() if found else "certificate verify failed")
+            return h.CommandFailed(f"{what}: the Service Bus server's TLS certificate is not trusted ({reason})", hint=UNTRUSTED_HINT)
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -12,8 +12,8 @@ one model) plus what sending without a connection string needs:
   --output json --resource R`) that mints a fresh HS256 JWT per call for the
   Service Bus resource (aud = the resource as asked, exp = now + lifetime,
   signed with a key the AMQP peer checks), and the ARM peer's static token for
-  any other resource. Every call is logged (DIR/az-calls.log, resource and
-  expiry only) so tests can count refreshes. No token is ever a test constant.
+  any other resource. Every call is logged (DIR/az-calls.log: resource, expiry, the token)
+  so tests can count refreshes and scan for leaks. No token is a test constant.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ if "servicebus" in resource:
 else:
     token, expires = {arm_token!r}, now + 3600
 with open({log_file!r}, "a") as log:
-    log.write(json.dumps({{"resource": resource, "at": now, "expires_on": expires}}) + "\\n")
+    log.write(json.dumps({{"resource": resource, "at": now, "expires_on": expires, "token": token}}) + "\\n")
 print(json.dumps({{"accessToken": token, "expires_on": expires, "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(expires)),
                   "subscription": "00000000-0000-0000-0000-00000000c0de", "tenant": "00000000-0000-0000-0000-000000000001",
                   "tokenType": "Bearer"}}))
