@@ -1,4 +1,13 @@
-"""Fixtures for mssql-cdc: the TDS peer as a subprocess, both ODBC drivers, the provider as a process."""
+"""Fixtures for mssql-cdc: the TDS peer as a subprocess, both ODBC drivers, the provider as a process.
+
+The peer speaks TLS with a trustme certificate (for "localhost" and 127.0.0.1), and the default
+connection strings encrypt everything, as production does:
+- ODBC Driver 18: Encrypt=yes, SERVER=localhost (the driver matches the host name against the
+  certificate's DNS names only, not its IP addresses), the CA trusted through OpenSSL's
+  SSL_CERT_FILE (`tls_env()`; the autouse fixture sets it for every test here).
+- FreeTDS 1.3: Encryption=require. Its connection-string keywords cannot name a CA, and it then
+  checks no certificate at all; tests/mssql/test_tls.py shows the freetds.conf form that does.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,13 +40,52 @@ def ms_driver() -> str | None:
     return None
 
 
-def connection_string(driver: str, port: int) -> str:
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # the trustme CA (what clients trust)
+    server: Path  # the peer's key and certificate chain
+    leaf: Path  # the peer's certificate alone (for ServerCertificate= pinning)
+
+
+_TLS: list[TlsFiles] = []
+
+
+def tls_files() -> TlsFiles:
+    """One CA and server certificate for the whole test session, made on first use."""
+    if not _TLS:
+        import trustme
+
+        directory = Path(tempfile.mkdtemp(prefix="dstream-tds-tls-"))
+        ca = trustme.CA()
+        cert = ca.issue_cert("localhost", "127.0.0.1")
+        files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "leaf.pem")
+        ca.cert_pem.write_to_path(str(files.ca))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(files.server))
+        cert.cert_chain_pems[0].write_to_path(str(files.leaf))
+        _TLS.append(files)
+    return _TLS[0]
+
+
+def tls_env() -> dict[str, str]:
+    """What a process needs to trust the peer's certificate (ODBC Driver 18 reads OpenSSL's SSL_CERT_FILE)."""
+    return {"SSL_CERT_FILE": str(tls_files().ca)}
+
+
+@pytest.fixture(autouse=True)
+def trust_peer_ca(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in tls_env().items():
+        monkeypatch.setenv(name, value)
+
+
+def connection_string(driver: str, port: int, encrypt: str = "yes") -> str:
+    """The default (encrypted) connection string of a driver; encrypt = "yes", "strict" or "no"."""
     if driver == "freetds":
-        return f"DRIVER={{FreeTDS}};SERVER=127.0.0.1;PORT={port};UID=sa;PWD=x;DATABASE=dstream;TDS_Version=7.4"
+        encryption = {"yes": "require", "no": "off"}[encrypt]
+        return f"DRIVER={{FreeTDS}};SERVER=127.0.0.1;PORT={port};UID=sa;PWD=x;DATABASE=dstream;TDS_Version=7.4;Encryption={encryption}"
     path = ms_driver()
     if path is None:
         pytest.skip("mssql-python-odbc is not installed")
-    return f"DRIVER={path};SERVER=127.0.0.1,{port};UID=sa;PWD=x;DATABASE=dstream;Encrypt=no"
+    return f"DRIVER={path};SERVER=localhost,{port};UID=sa;PWD=x;DATABASE=dstream;Encrypt={encrypt}"
 
 
 @dataclass
@@ -83,13 +132,15 @@ class Peer:
                 self.proc.wait(5)
 
 
-def start_peer(driver: str) -> Peer:
-    proc = subprocess.Popen([sys.executable, str(PEER), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def start_peer(driver: str, *options: str) -> Peer:
+    """The peer with TLS (options: --force-encryption, --entra-only)."""
+    proc = subprocess.Popen([sys.executable, str(PEER), "--port", "0", "--cert", str(tls_files().server), *options], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if not line.startswith("PORT "):
         proc.kill()
-        raise RuntimeError(f"peer did not start: {line!r} {proc.stderr.read().decode() if proc.stderr else ''}")
+        raise RuntimeError(f"peer did not start: {line!r}")
     return Peer(proc, int(line.split()[1]), driver)
 
 

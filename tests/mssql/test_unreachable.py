@@ -14,7 +14,7 @@ task "unreachable" {
   input {
     provider = "mssql-cdc"
     config {
-      connection_string = "DRIVER={FreeTDS};SERVER=127.0.0.1,%d;UID=sa;PWD={{ env "DB_PASSWORD" }};Encrypt=no"
+      connection_string = "DRIVER={FreeTDS};SERVER=127.0.0.1,%d;UID=sa;PWD={{ env "DB_PASSWORD" }};Encryption=require"
       tables            = ["Persons"]
     }
   }

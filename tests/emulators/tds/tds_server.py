@@ -1,7 +1,15 @@
 """A TDS 7.4 test server whose database is the SQLite-backed CDC model in tds_engine.
 
-Run as a subprocess: python tests/emulators/tds/tds_server.py [--port 0]
-It prints "PORT <n>" on stdout once it accepts connections; stop it by pid.
+Run as a subprocess: python tests/emulators/tds/tds_server.py [--port 0] [--cert PEM --key PEM]
+[--force-encryption] [--entra-only]. It prints "PORT <n>" on stdout once it accepts connections;
+stop it by pid.
+
+With --cert it speaks TLS as SQL Server does (see tds_transport): TDS 7.x with the handshake inside
+PRELOGIN packets, and TDS 8.0 strict on the same port. --force-encryption is the server's "Force
+Encryption" setting (ENCRYPT_REQ to clients that ask OFF). LOGIN7's FEDAUTH feature with a security
+token (an Entra ID access token) is accepted when the token is a JWT for Azure SQL's audience that has
+not expired; anything else is Msg 18456, as Azure SQL answers. --entra-only refuses password logins
+(an Azure SQL server with "Microsoft Entra-only authentication").
 
 Test switches are T-SQL procedures in the dstream_test schema (see tds_engine.switch)
 plus, handled here, EXEC dstream_test.drop_connections [@after_rows = N]: close
@@ -11,7 +19,9 @@ every other session now, or cut the next result that reaches N rows mid-stream.
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
+import json
 import os
 import re
 import socket
@@ -27,19 +37,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tds_wire as w  # noqa: E402
 from tds_engine import Engine, Result, Session  # noqa: E402
 from tds_sql import SqlError, parse_exec, significant, split_statements, tokenize  # noqa: E402
+from tds_transport import Transport, contexts  # noqa: E402
 from tds_wire import Reader, SqlType  # noqa: E402
 
 PROC_IDS = {10: "sp_executesql", 11: "sp_prepare", 12: "sp_execute", 13: "sp_prepexec", 15: "sp_unprepare"}
 DECL_RE = re.compile(r"(@\w+)")
 INT = SqlType("int")
+SQL_AUDIENCES = ("https://database.windows.net/", "https://database.windows.net")  # what Azure SQL accepts as a token's aud
+LOGIN_FAILED = 18456
 
 
 class Peer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], database: str):
+    def __init__(self, address: tuple[str, int], database: str, cert: str | None = None, key: str | None = None, force_encryption: bool = False,
+                 entra_only: bool = False):
         super().__init__(address, Handler)
+        self.tls_contexts = contexts(cert, key or cert) if cert else None
+        self.force_encryption = force_encryption
+        self.entra_only = entra_only
         self.engine = Engine(database)
         self.spids = itertools.count(51)
         self.handles = itertools.count(1)
@@ -58,6 +75,9 @@ class Handler(socketserver.BaseRequestHandler):
         self.descriptor = b""
         self.sock: socket.socket = self.request
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport = Transport(self.sock)
+        self.login_only_tls = False
+        self.fedauth_required: bool | None = None
         with self.server.registry_lock:
             self.server.sessions[self.session.spid] = self
             self.server.stats["connections"] += 1
@@ -74,7 +94,7 @@ class Handler(socketserver.BaseRequestHandler):
     def recv_exact(self, n: int) -> bytes:
         buf = b""
         while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
+            chunk = self.transport.recv(n - len(buf))
             if not chunk:
                 raise ConnectionError("client closed")
             buf += chunk
@@ -94,17 +114,21 @@ class Handler(socketserver.BaseRequestHandler):
             last = bytearray(packets[-1])
             last[1] = 0
             packets[-1] = bytes(last)
-        self.sock.sendall(b"".join(packets))
+        self.transport.sendall(b"".join(packets))
 
     def handle(self) -> None:
         try:
+            contexts = self.server.tls_contexts
+            if contexts and self.transport.starts_with_tls():
+                self.transport.start_strict(contexts[1])
             while True:
                 ptype, payload = self.read_message()
                 self.server.stats["requests"] += 1
                 if ptype == w.PRELOGIN:
-                    self.send(w.prelogin_reply())
+                    self.prelogin(payload)
                 elif ptype == w.LOGIN7:
-                    self.login(payload)
+                    if not self.login(payload):
+                        return
                 elif ptype == w.SQL_BATCH:
                     r = Reader(payload)
                     r.skip_all_headers()
@@ -117,13 +141,51 @@ class Handler(socketserver.BaseRequestHandler):
                     self.send(w.done(w.DONE, w.DONE_ATTN))
                 else:
                     return
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError):  # ssl.SSLError is an OSError: a client that gave up on the certificate
             return
 
     # --- login ----------------------------------------------------------------------
 
-    def login(self, payload: bytes) -> None:
+    def prelogin(self, payload: bytes) -> None:
+        options = w.parse_prelogin(payload)
+        if w.PL_FEDAUTHREQUIRED in options:
+            self.fedauth_required = True
+        asked = (options.get(w.PL_ENCRYPTION) or bytes([w.ENCRYPT_NOT_SUP]))[0]
+        contexts = self.server.tls_contexts
+        if self.transport.strict:  # already inside TLS: nothing more to negotiate
+            self.send(w.prelogin_reply(w.ENCRYPT_NOT_SUP if asked == w.ENCRYPT_NOT_SUP else w.ENCRYPT_ON, self.fedauth_required))
+            return
+        answer = w.negotiate_encryption(asked, contexts is not None, self.server.force_encryption)
+        self.send(w.prelogin_reply(answer, self.fedauth_required))
+        if contexts is not None and answer in (w.ENCRYPT_OFF, w.ENCRYPT_ON, w.ENCRYPT_REQ) and asked != w.ENCRYPT_NOT_SUP:
+            self.transport.start_prelogin_tls(contexts[0])
+            self.login_only_tls = answer == w.ENCRYPT_OFF
+
+    def login_error(self, message: str) -> None:
+        self.send(w.error_token(LOGIN_FAILED, message, severity=14) + w.done(w.DONE, w.DONE_ERROR, curcmd=0))
+
+    def check_token(self, token: str | None) -> bool:
+        """A JWT whose aud is Azure SQL's and whose exp has not passed (the peer cannot check Entra's signature)."""
+        try:
+            claims = json.loads(base64.urlsafe_b64decode((token or "").split(".")[1] + "=="))
+            return claims.get("aud") in SQL_AUDIENCES and float(claims.get("exp", 0)) > time.time()
+        except (IndexError, ValueError, TypeError, AttributeError):
+            return False
+
+    def login(self, payload: bytes) -> bool:
+        """Answer LOGIN7; False when the login failed (SQL Server then closes the connection)."""
+        if self.login_only_tls:
+            self.transport.drop_tls()  # ENCRYPT_OFF: the client reads the login reply in clear text
         info = w.parse_login7(payload)
+        fedauth = info["features"].get(w.FEATURE_FEDAUTH)
+        if fedauth is not None:
+            _, token = w.fedauth_token(fedauth)
+            if not self.check_token(token):
+                self.login_error("Login failed for user '<token-identified principal>'.")
+                return False
+        elif self.server.entra_only:
+            self.login_error(f"Login failed for user '{info['user']}'.")
+            return False
         out = [
             w.envchange(1, w.b_varchar(self.server.engine.database), w.b_varchar("master")),
             w.envchange(7, w.b_varbyte(w.COLLATION), b"\x00"),
@@ -135,6 +197,7 @@ class Handler(socketserver.BaseRequestHandler):
             out.append(bytes([w.FEATUREEXTACK, 0xFF]))
         out.append(w.done(w.DONE, 0, curcmd=0))
         self.send(b"".join(out))
+        return True
 
     # --- requests ---------------------------------------------------------------------
 
@@ -184,7 +247,7 @@ class Handler(socketserver.BaseRequestHandler):
                         others = [h for spid, h in self.server.sessions.items() if spid != self.session.spid]
                     for h in others:
                         try:
-                            h.sock.shutdown(socket.SHUT_RDWR)
+                            h.transport.shutdown()
                         except OSError:
                             pass
         return [Result()]
@@ -194,7 +257,7 @@ class Handler(socketserver.BaseRequestHandler):
         if armed and armed[1] != self.session.spid and len(row_ends) >= armed[0]:
             self.server.drop_after_rows = None
             self.send(payload[:row_ends[armed[0] - 1]], eom=False)
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.transport.shutdown()
             raise ConnectionError("dropped by the test switch")
         self.send(payload)
 
@@ -305,8 +368,12 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--database", default="dstream")
+    parser.add_argument("--cert", help="PEM: the server's certificate chain (and key, unless --key)")
+    parser.add_argument("--key", help="PEM: the server's private key")
+    parser.add_argument("--force-encryption", action="store_true")
+    parser.add_argument("--entra-only", action="store_true")
     args = parser.parse_args()
-    server = Peer((args.host, args.port), args.database)
+    server = Peer((args.host, args.port), args.database, args.cert, args.key, args.force_encryption, args.entra_only)
     sys.stdout.write(f"PORT {server.server_address[1]}\n")
     sys.stdout.flush()
     try:

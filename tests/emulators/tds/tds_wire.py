@@ -72,8 +72,40 @@ def loginack() -> bytes:
     return struct.pack("<BH", LOGINACK, len(body)) + body
 
 
-def prelogin_reply() -> bytes:
-    options = [(0, bytes([16, 0, 0x10, 0x68, 0, 0])), (1, b"\x02"), (2, b"\x00"), (3, b""), (4, b"\x00")]
+# PRELOGIN options (MS-TDS 2.2.6.5) and the ENCRYPTION values
+PL_VERSION, PL_ENCRYPTION, PL_INSTOPT, PL_THREADID, PL_MARS, PL_TRACEID, PL_FEDAUTHREQUIRED, PL_TERMINATOR = 0, 1, 2, 3, 4, 5, 6, 0xFF
+ENCRYPT_OFF, ENCRYPT_ON, ENCRYPT_NOT_SUP, ENCRYPT_REQ = 0, 1, 2, 3
+FEATURE_FEDAUTH, FEATURE_TERMINATOR = 0x02, 0xFF
+FEDAUTH_LIBRARY_SECURITYTOKEN = 0x01
+
+
+def parse_prelogin(data: bytes) -> dict[int, bytes]:
+    """Option token -> value of a client's PRELOGIN."""
+    options: dict[int, bytes] = {}
+    pos = 0
+    while pos < len(data) and data[pos] != PL_TERMINATOR:
+        token, offset, length = struct.unpack_from(">BHH", data, pos)
+        options[token] = data[offset:offset + length]
+        pos += 5
+    return options
+
+
+def negotiate_encryption(client: int, can_encrypt: bool, force: bool) -> int:
+    """The server's ENCRYPTION answer (MS-TDS 2.2.6.5 table): what the client asked, what the server has and requires."""
+    if not can_encrypt:
+        return ENCRYPT_NOT_SUP
+    if client == ENCRYPT_NOT_SUP:
+        return ENCRYPT_REQ if force else ENCRYPT_NOT_SUP  # with REQ the client must give up: SQL Server then ends the connection
+    if client == ENCRYPT_OFF:
+        return ENCRYPT_REQ if force else ENCRYPT_OFF  # OFF: the login packet alone is encrypted
+    return ENCRYPT_ON
+
+
+def prelogin_reply(encryption: int = ENCRYPT_NOT_SUP, fedauth_required: bool | None = None) -> bytes:
+    options = [(PL_VERSION, bytes([16, 0, 0x10, 0x68, 0, 0])), (PL_ENCRYPTION, bytes([encryption])), (PL_INSTOPT, b"\x00"), (PL_THREADID, b""),
+               (PL_MARS, b"\x00")]
+    if fedauth_required is not None:  # answered only when the client sent it
+        options.append((PL_FEDAUTHREQUIRED, b"\x01" if fedauth_required else b"\x00"))
     offset = len(options) * 5 + 1
     head, data = b"", b""
     for token, value in options:
@@ -86,11 +118,40 @@ def parse_login7(data: bytes) -> dict[str, Any]:
     (_, _, packet_size) = struct.unpack_from("<III", data, 0)
     flags3 = data[27]
 
+    def field(index: int) -> tuple[int, int]:
+        return struct.unpack_from("<HH", data, 36 + 4 * index)  # type: ignore[return-value]
+
     def text(index: int) -> str:
-        off, length = struct.unpack_from("<HH", data, 36 + 4 * index)
+        off, length = field(index)
         return data[off:off + 2 * length].decode("utf-16-le", "replace")
 
-    return {"packet_size": packet_size, "user": text(1), "app": text(3), "database": text(9), "feature_ext": bool(flags3 & 0x10)}
+    info: dict[str, Any] = {"packet_size": packet_size, "user": text(1), "app": text(3), "database": text(8), "feature_ext": bool(flags3 & 0x10),
+                            "features": {}}
+    if info["feature_ext"]:
+        ext_offset, ext_length = field(5)
+        if ext_length >= 4:
+            info["features"] = parse_feature_ext(data, struct.unpack_from("<I", data, ext_offset)[0])
+    return info
+
+
+def parse_feature_ext(data: bytes, pos: int) -> dict[int, bytes]:
+    """FeatureId -> FeatureData of LOGIN7's FeatureExt block (MS-TDS 2.2.6.4)."""
+    features: dict[int, bytes] = {}
+    while pos < len(data) and data[pos] != FEATURE_TERMINATOR:
+        feature, length = struct.unpack_from("<BI", data, pos)
+        features[feature] = data[pos + 5:pos + 5 + length]
+        pos += 5 + length
+    return features
+
+
+def fedauth_token(feature: bytes) -> tuple[int, str | None]:
+    """(library, token) of a FEDAUTH feature: bFedAuthLibrary is the upper 7 bits of the first byte, fFedAuthEcho the lowest;
+    SECURITYTOKEN data is a DWORD length and the token in UTF-16-LE (then an optional 32-byte nonce)."""
+    library = feature[0] >> 1
+    if library != FEDAUTH_LIBRARY_SECURITYTOKEN or len(feature) < 5:
+        return library, None
+    length = struct.unpack_from("<I", feature, 1)[0]
+    return library, feature[5:5 + length].decode("utf-16-le", "replace")
 
 
 # --- SQL types -------------------------------------------------------------------
