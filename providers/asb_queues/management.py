@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from providers import helper as h
-from providers.asb_queues import settings
+from providers.asb_queues import settings, transport
 
 T = TypeVar("T")
 RETRIES = 8
@@ -63,7 +63,7 @@ class Management:
 
         self.credential = DefaultAzureCredential()
         self.client = ServiceBusManagementClient(self.credential, config["subscription_id"], base_url=endpoint,
-                                                 credential_scopes=[f"{endpoint}/.default"], retry_total=RETRIES)
+                                                 credential_scopes=[f"{endpoint}/.default"], retry_total=RETRIES, **transport.client_options())
 
     def call(self, what: str, fn: Callable[[], T], key: str | None = None) -> T:
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, ServiceRequestError

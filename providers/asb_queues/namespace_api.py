@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from providers import helper as h
-from providers.asb_queues import settings
+from providers.asb_queues import settings, transport
 from providers.asb_queues.management import RETRIES, first_line, scrub
 
 T = TypeVar("T")
@@ -57,7 +57,7 @@ class NamespaceManagement:
             self.host = settings.connection_host(text)
             self.key_name = settings.connection_key_name(text) or "connection_string"
             try:
-                self.client = ServiceBusAdministrationClient.from_connection_string(text, retry_total=RETRIES)
+                self.client = ServiceBusAdministrationClient.from_connection_string(text, retry_total=RETRIES, **transport.client_options())
             except (ValueError, TypeError):
                 raise h.CommandFailed("connection_string is not a valid Service Bus connection string", key="connection_string") from None
         else:
@@ -66,7 +66,7 @@ class NamespaceManagement:
             self.host = settings.data_plane_host(config)
             self.key_name = ""
             self.credential = DefaultAzureCredential()
-            self.client = ServiceBusAdministrationClient(self.host, self.credential, retry_total=RETRIES)
+            self.client = ServiceBusAdministrationClient(self.host, self.credential, retry_total=RETRIES, **transport.client_options())
         self.ns = self.host
 
     def call(self, what: str, fn: Callable[[], T], key: str | None = None) -> T:
