@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyodbc
-from mssql.conftest import Peer, start_peer
+from mssql.conftest import Peer, start_peer, tls_env
 from servicebus_peers import AzurePeers
 
 from .checks import Report, check_delivery, check_output, tail
@@ -162,7 +162,7 @@ class Scenario:
     def env(self, driver: str) -> dict[str, str]:
         assert self.peers is not None and self.tds is not None
         config = self.peers.config()
-        return {**os.environ, **self.peers.env(), "SHIV_ROOT": str(self.pyz.parent / ".shiv"),
+        return {**os.environ, **self.peers.env(), **tls_env(), "SHIV_ROOT": str(self.pyz.parent / ".shiv"),
                 "MSSQL_CONNECTION": connection_string(driver, self.tds.port), "AZ_SUB": config["subscription_id"],
                 "AZ_RG": config["resource_group"], "AZ_NS": config["namespace"], "AZ_ARM": config["management_endpoint"],
                 "ASB_CONNECTION": config["connection_string"]}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyodbc
+from mssql.conftest import connection_string as mssql_connection_string
 from mssql.conftest import ms_driver
 
 TABLES = {"Persons": "PersonID", "Orders": "OrderID"}  # table -> key column
@@ -42,9 +43,8 @@ def available_drivers() -> list[str]:
 
 
 def connection_string(driver: str, port: int) -> str:
-    if driver == "freetds":
-        return f"DRIVER={{FreeTDS}};SERVER=127.0.0.1;PORT={port};UID=sa;PWD=x;DATABASE=dstream;TDS_Version=7.4"
-    return f"DRIVER={ms_driver()};SERVER=127.0.0.1,{port};UID=sa;PWD=x;DATABASE=dstream;Encrypt=no"
+    """The mssql tests' encrypted connection string (the CA comes from tls_env() in the process's environment)."""
+    return mssql_connection_string(driver, port)
 
 
 # --- the writer --------------------------------------------------------------------------
