@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mssql.conftest import start_peer  # noqa: E402
+from mssql.conftest import start_peer, tls_env  # noqa: E402
 
 from providers.mssql_cdc.catalog import Column, Instance  # noqa: E402
 from providers.mssql_cdc.encode import Encoder  # noqa: E402
@@ -73,7 +73,7 @@ def plain_loop(peer: object, page: int) -> tuple[int, float]:
     from process start to exit (interpreter start, import, connect included)."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", PLAIN_CHILD, peer.connection_string, PLAIN, str(page)],  # type: ignore[attr-defined]
-                         capture_output=True, check=True, env=dict(os.environ))
+                         capture_output=True, check=True, env={**os.environ, **tls_env()})
     elapsed = time.perf_counter() - t0
     return int(out.stdout), elapsed
 
@@ -86,7 +86,7 @@ def reader(peer: object, page: int | None) -> tuple[int, float]:
     envelope = json.dumps({"protocol": 1, "command": "run", "config": config, "checkpoints": {}, "once": True})
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "providers.mssql_cdc"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ))
+                            env={**os.environ, **tls_env()})
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(envelope.encode() + b"\n")
     proc.stdin.close()
