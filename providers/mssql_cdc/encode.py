@@ -20,15 +20,15 @@ def js(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def compile_obj(keys: list[str], fmts: list[Formatter]) -> Callable[[Any], str]:
-    """A function row -> '{"col":value,...}' over the captured columns (from VALUES_AT on), unrolled
+def compile_obj(keys: list[str], fmts: list[Formatter], at: int = VALUES_AT) -> Callable[[Any], str]:
+    """A function row -> '{"col":value,...}' over the captured columns (from index `at` on), unrolled
     for this column list: one f-string instead of a loop per row, with the commonest formatters
     inlined for the value types pyodbc returns (anything else goes through the formatter). Only
     indexes and the generated names k<i>/f<i> enter the code; column names and formatters are
     bound as default arguments."""
     parts = []
     for i, f in enumerate(fmts):
-        v = f"(v := row[{VALUES_AT + i}])"
+        v = f"(v := row[{at + i}])"
         if f is _str:
             value = f'"null" if {v} is None else esc(v) if v.__class__ is str else f{i}(v)'
         elif f is _int:

@@ -9,6 +9,7 @@ page, before anything is emitted, so cleanup racing a read is caught.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 from providers import helper as h
 from providers import protocol as p
 from providers.mssql_cdc import catalog as cat
+from providers.mssql_cdc import snapshot as snap
 from providers.mssql_cdc.config import Settings
 from providers.mssql_cdc.db import Database, is_connection_error
 from providers.mssql_cdc.encode import Encoder
@@ -38,6 +40,7 @@ class Stream:
     extra: dict[str, Any] = field(default_factory=dict)
     encoder: Encoder | None = None
     reported: Key | None = None  # the last position written
+    snapshot: dict[str, Any] | None = None  # a snapshot requested or running: positions stay at `key` and carry it
 
     @property
     def name(self) -> str:
@@ -52,7 +55,10 @@ class Stream:
         self.encoder = Encoder(self.name, self.table.schema, self.table.name, inst, self.extra)
 
     def position(self) -> dict[str, Any]:
-        return to_json(self.key, ident(self.current), self.extra)
+        out = to_json(self.key, ident(self.current), self.extra)
+        if self.snapshot is not None:
+            out["snapshot"] = self.snapshot
+        return out
 
 
 def ident(inst: cat.Instance) -> Identity:
@@ -90,6 +96,8 @@ class Reader:
                 raise h.CommandFailed(f"checkpoint of stream {table.stream!r} is not an mssql-cdc position ({exc})",
                                         hint="reset the stream's checkpoint (dstream state) to start again") from None
             stream = Stream(table, table.instances[0], key, extra)
+            marker = checkpoint.get("snapshot")
+            stream.snapshot = dict(marker) if isinstance(marker, dict) else None
             stream.use(self.instance_for(stream, who))
             stream.reported = key
             return stream
@@ -110,6 +118,8 @@ class Reader:
             first = self.db.query(cat.SQL_TIME_LSN, when.strftime("%Y-%m-%d %H:%M:%S.%f")[:23])[0][0]
             key = Key.before(first) if first is not None else Key.after(max_lsn or ZERO)
         stream = Stream(table, inst, key)
+        if self.settings.snapshot != "none":  # never streamed: a snapshot first (snapshot = initial or when_needed)
+            stream.snapshot = snap.requested("initial")
         stream.use(inst)
         return stream
 
@@ -140,6 +150,12 @@ class Reader:
     def gap(self, stream: Stream, inst: cat.Instance, why: str, low: bytes | None = None) -> None:
         low = low or inst.min_lsn or inst.start_lsn or ZERO
         text = f"{why}; lost range: LSN {stream.key.lsn.hex()} up to {dec(low).hex()} (capture instance {inst.name})"
+        if self.settings.snapshot == "when_needed":  # a new snapshot from the instance's minimum covers what cleanup took
+            self.ctx.log(f"warning: {stream.label}: {text}; taking a new snapshot (snapshot = when_needed)")
+            stream.key = Key.before(low)
+            stream.snapshot = snap.requested("when_needed")
+            self.report(stream, force=True)
+            return
         if self.settings.on_gap == "fail":
             raise h.CommandFailed(f"gap in {stream.label}: {text}",
                                     hint='re-snapshot the table and reset its checkpoint, or set on_gap = "skip" to accept the loss and continue')
@@ -187,7 +203,7 @@ class Reader:
                     raise h.CommandFailed(f"cannot reach SQL Server after {attempt} attempts: {exc}") from None
                 self.db.reconnect(attempt, lambda: self.ctx.stopping)
                 continue
-            if once_bound is not None and (bound is None or bound >= once_bound):
+            if once_bound is not None and (bound is None or bound >= once_bound) and not any(s.snapshot for s in self.streams):
                 return
             interval = self.settings.poll_min if progress else min(self.settings.poll_max, interval * 2)
             self.sleep(interval * random.uniform(0.8, 1.0))
@@ -204,20 +220,58 @@ class Reader:
         if {(i.name.lower(), i.object_id, i.create_date) for i in states.values()} != self.known:
             self.refresh()
             states = cat.instance_states(self.db)
+        snapshotted = False
+        for stream in self.streams:  # snapshots first: each table's changes are streamed only after its snapshot
+            if stream.snapshot is not None and not self.ctx.stopping:
+                snapshotted |= self.take_snapshot(stream, states)
         if max_lsn is None:
-            return False, None
+            return snapshotted, None
         bound = max_lsn if once_bound is None else min(max_lsn, once_bound)
         if self.settings.max_transactions:
             low = min(s.key.lsn for s in self.streams)
             capped = self.db.query(cat.SQL_CAP_LSN, self.settings.max_transactions, low)[0][0]
             if capped is not None:
                 bound = min(bound, capped)
-        progress = False
+        progress = snapshotted
         for stream in self.streams:
             if self.ctx.stopping:
                 break
-            progress |= self.read_stream(stream, bound, states)
+            if stream.snapshot is None:
+                progress |= self.read_stream(stream, bound, states)
         return progress, bound
+
+    def take_snapshot(self, stream: Stream, states: dict[str, cat.Instance]) -> bool:
+        """Run (or resume) the stream's snapshot to its end, then hand over to its changes after L = stream.key."""
+        assert stream.snapshot is not None
+        state = states.get(stream.current.name.lower())
+        low = state.min_lsn if state else None
+        if "id" not in stream.snapshot:  # not started: L may still rise to the instance's minimum (nothing was sent from L yet)
+            if low and low != ZERO and stream.key < Key.before(low):
+                stream.key = Key.before(low)
+            stream.snapshot = snap.fresh(str(stream.snapshot.get("requested") or "initial"), snap.approx_rows(self.db, stream.table))
+            self.ctx.log(f"{stream.label}: snapshot ({stream.snapshot['reason']}) of ~{stream.snapshot['total']} rows at LSN {stream.key.lsn.hex()}, "
+                         f"{self.settings.snapshot_chunk_size} rows per chunk")
+        elif low and low != ZERO and low > stream.key.lsn:
+            self.gap(stream, stream.current, "CDC cleanup deleted changes after the snapshot's start before they were read", low)
+            return True  # when_needed restarted it; skip moved past the gap
+        chunker = snap.Chunker(stream.table, stream.current, snap.key_columns(self.db, stream.table))
+        isolation = "SNAPSHOT" if snap.snapshot_allowed(self.db) else "READ COMMITTED"
+        self.ctx.log(f"{stream.label}: snapshot reads under {isolation} isolation"
+                     + ("" if isolation == "SNAPSHOT" else " (ALLOW_SNAPSHOT_ISOLATION is off: a chunk's read waits for writers' locks)"))
+        position = json.dumps(to_json(stream.key, ident(stream.current), stream.extra), separators=(",", ":"))[1:-1]
+        reading = snap.TableSnapshot(self.db, chunker, stream.snapshot, stream.name, position, self.settings.snapshot_chunk_size,
+                                     lambda data: h.write_all(1, data), lambda: self.ctx.stopping, snap.Progress(stream.label, self.ctx.log))
+        self.db.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        try:
+            done = reading.run()
+        finally:
+            stream.snapshot = reading.marker
+            if isolation != "READ COMMITTED":
+                self.db.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        if done:
+            stream.snapshot = None
+            self.report(stream, force=True)  # the hand-off: L without the marker, acknowledged after the last snapshot row
+        return True
 
     def refresh(self) -> None:
         """Capture instances changed (schema change, disable, re-enable): map each stream again."""
@@ -235,6 +289,8 @@ class Reader:
         newer = [i for i in stream.table.instances if i.create_date > stream.current.create_date and i.start_lsn is not None]
         limit = min(bound, dec(newer[0].start_lsn)) if newer and newer[0].start_lsn else bound
         progress = self.drain(stream, limit, states)
+        if stream.snapshot is not None:
+            return True  # a gap asked for a new snapshot (snapshot = when_needed): the next pass takes it
         if newer and newer[0].start_lsn and bound >= dec(newer[0].start_lsn) and not self.ctx.stopping:
             old = stream.current
             stream.key = max(stream.key, Key.before(newer[0].start_lsn))  # the old instance is read up to the new one's start
@@ -271,7 +327,7 @@ class Reader:
         """
         state = states.get(stream.current.name.lower())
         self.check_gap(stream, state.min_lsn if state else None)
-        if stream.key >= Key.after(limit):
+        if stream.snapshot is not None or stream.key >= Key.after(limit):
             return False
         sql, times_sql = stream.current.page_sql(), stream.current.times_sql()
         name = stream.current.name
@@ -293,6 +349,8 @@ class Reader:
                 pending = None
                 before = stream.key  # the page was read from here
                 self.check_gap(stream, after_min)
+                if stream.snapshot is not None:
+                    break  # when_needed: a new snapshot replaces this page
                 if stream.key != before:  # a skipped gap moved the position: read again from there
                     pending = Prefetch(fetch, stream.key)
                     continue
