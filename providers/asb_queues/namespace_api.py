@@ -121,9 +121,9 @@ class NamespaceManagement:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
         from azure.servicebus.management import QueueProperties
 
-        managed = {key: settings.to_arm_duration(attrs[key]) if kind == "duration" else attrs[key]
+        managed: dict[str, Any] = {key: settings.to_arm_duration(attrs[key]) if kind == "duration" else attrs[key]
                    for key, (_, kind, _, _) in settings.QUEUE_KEYS.items() if key in attrs}
-        everything = {**{key: None for key in PROPERTY_ARGS}, **managed}
+        everything: dict[str, Any] = {**{key: None for key in PROPERTY_ARGS}, **managed}
         try:
             if create:
                 made = self.call(f"creating queue {name}", lambda: self.client.create_queue(name, **managed), key="queue")
