@@ -1,16 +1,26 @@
-"""One pyodbc connection with reconnects: which errors mean "connection lost", and backoff with jitter."""
+"""One pyodbc connection with reconnects: which errors mean "connection lost", and backoff with jitter.
+
+Errors that no retry can fix are one CommandFailed line at once: an untrusted server certificate
+(naming the two fixes) and, with authentication = "azure", a refused token login.
+"""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from providers import helper as h
 from providers.mssql_cdc.config import Settings, with_driver
+from providers.mssql_cdc.entra import TokenSource, refuse_freetds
 from providers.mssql_cdc.values import install_converters
 
+UNTRUSTED_CERTIFICATE = ("certificate verify failed", "certificate chain", "self-signed certificate", "self signed certificate",
+                         "provided certificate doesn't match")
+TLS_HINT = ("trust the CA that signed the server's certificate (the system store, or SSL_CERT_FILE=/path/ca.pem for ODBC Driver 18), "
+            "or add TrustServerCertificate=yes to connection_string if you knowingly accept an unverified server (Encrypt=strict ignores it)")
 LOST_STATES = ("08", "HYT", "01000", "IM")  # communication link, timeouts, FreeTDS's "Unexpected EOF" (01000), driver manager
 
 
@@ -36,6 +46,12 @@ def load_pyodbc() -> Any:
     return pyodbc
 
 
+def short(detail: str) -> str:
+    """The driver's message without its [vendor][driver] prefixes and (SQLDriverConnect) suffix."""
+    text = re.sub(r"^(\s*\[[^\]]*\])+\s*", "", detail.strip())
+    return re.sub(r"(\s*\((-?\d+|SQLDriverConnect)\))+$", "", text).strip()
+
+
 class Database:
     def __init__(self, settings: Settings, log: Callable[[str], None]):
         self.settings = settings
@@ -43,16 +59,28 @@ class Database:
         self.conn: Any = None
         load_pyodbc()  # before with_driver, which asks pyodbc for the installed drivers
         self.connection_string = with_driver(settings.connection_string, log)
+        self.tokens: TokenSource | None = None
+        if settings.authentication == "azure":
+            refuse_freetds(self.connection_string)
+            self.tokens = TokenSource()
 
     def connect(self) -> None:
         import pyodbc
 
+        attrs = self.tokens.attrs_before() if self.tokens is not None else {}  # a fresh (or still valid) token at each (re)connect
         try:
-            self.conn = pyodbc.connect(self.connection_string, autocommit=True, timeout=min(30, self.settings.query_timeout))
+            self.conn = pyodbc.connect(self.connection_string, autocommit=True, timeout=min(30, self.settings.query_timeout), attrs_before=attrs)
         except pyodbc.Error as exc:
-            if is_connection_error(exc) or "login" in str(exc).lower():
+            detail = str(exc.args[-1] if exc.args else exc)
+            if any(s in detail.lower() for s in UNTRUSTED_CERTIFICATE):
+                raise h.CommandFailed(f"SQL Server's TLS certificate is not trusted: {short(detail)}", hint=TLS_HINT, key="connection_string") from None
+            if self.tokens is not None and "18456" in detail:
+                raise h.CommandFailed(f"Azure SQL refused the Entra ID token: {short(detail)}",
+                                      hint="the identity needs a user in the database: CREATE USER [name] FROM EXTERNAL PROVIDER, then grant it "
+                                           "db_owner or the cdc role", key="authentication") from None
+            if is_connection_error(exc) or "login" in detail.lower():
                 raise
-            raise h.CommandFailed(f"cannot connect to SQL Server: {exc.args[-1] if exc.args else exc}", key="connection_string") from None
+            raise h.CommandFailed(f"cannot connect to SQL Server: {detail}", key="connection_string") from None
         self.conn.timeout = self.settings.query_timeout
         install_converters(self.conn)
 

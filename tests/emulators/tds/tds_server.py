@@ -78,6 +78,7 @@ class Handler(socketserver.BaseRequestHandler):
         self.transport = Transport(self.sock)
         self.login_only_tls = False
         self.fedauth_required: bool | None = None
+        self.fedauth = False  # signed in with an access token
         with self.server.registry_lock:
             self.server.sessions[self.session.spid] = self
             self.server.stats["connections"] += 1
@@ -183,6 +184,7 @@ class Handler(socketserver.BaseRequestHandler):
             if not self.check_token(token):
                 self.login_error("Login failed for user '<token-identified principal>'.")
                 return False
+            self.fedauth = True
         elif self.server.entra_only:
             self.login_error(f"Login failed for user '{info['user']}'.")
             return False
@@ -234,6 +236,8 @@ class Handler(socketserver.BaseRequestHandler):
         return self.server.engine.execute(self.session, sql, params, names)
 
     def special(self, sql: str) -> list[Result] | None:
+        if "sys.dm_exec_connections" in sql.lower():
+            return [self.connection_info(sql)]
         if "dstream_test.drop_connections" not in sql.lower():
             return None
         for stmt in split_statements(tokenize(sql)):
@@ -251,6 +255,18 @@ class Handler(socketserver.BaseRequestHandler):
                         except OSError:
                             pass
         return [Result()]
+
+    def connection_info(self, sql: str) -> Result:
+        """This session's row of sys.dm_exec_connections (what `SELECT encrypt_option ... WHERE session_id = @@SPID` shows):
+        encrypt_option TRUE only when every packet after login is encrypted, as SQL Server reports it."""
+        encrypted = self.transport.strict or self.transport.tls is not None
+        known = {"session_id": (SqlType("int"), self.session.spid), "encrypt_option": (SqlType("nvarchar", 40), "TRUE" if encrypted else "FALSE"),
+                 "protocol_version": (SqlType("int"), 0x08000000 if self.transport.strict else 0x74000004)}
+        m = re.search(r"select\s+(.*?)\s+from", sql, re.I | re.S)
+        names = [n.strip().lower() for n in (m.group(1) if m else "").split(",")]
+        if not names or any(n not in known for n in names):
+            raise SqlError(207, f"Invalid column name '{next((n for n in names if n not in known), '')}'.")
+        return Result([(n, known[n][0]) for n in names], [tuple(known[n][1] for n in names)])
 
     def respond(self, payload: bytes, row_ends: list[int]) -> None:
         armed = self.server.drop_after_rows

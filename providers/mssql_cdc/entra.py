@@ -1,0 +1,53 @@
+"""Sign in to Azure SQL with an Entra ID access token from DefaultAzureCredential.
+
+The token goes to ODBC Driver 17/18 as the pre-connect attribute SQL_COPT_SS_ACCESS_TOKEN (1256):
+a 4-byte little-endian length, then the token in UTF-16-LE (the ACCESSTOKEN struct of msodbcsql's
+docs). The driver sends it in LOGIN7's FEDAUTH feature (security-token library). The token only
+ever lives in memory: not in the connection string, not in a log line, not in an error.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from providers import helper as h
+
+SQL_COPT_SS_ACCESS_TOKEN = 1256
+SQL_SCOPE = "https://database.windows.net/.default"
+HINT = ("DefaultAzureCredential tries, in order: AZURE_CLIENT_ID/AZURE_TENANT_ID with AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH, "
+        "workload identity (AZURE_FEDERATED_TOKEN_FILE), managed identity, then the Azure CLI (az login)")
+
+
+def access_token_struct(token: str) -> bytes:
+    data = token.encode("utf-16-le")
+    return struct.pack("<I", len(data)) + data
+
+
+def refuse_freetds(connection_string: str) -> None:
+    """FreeTDS has no way to send an access token: say so before trying."""
+    if "freetds" in connection_string.lower() or "libtdsodbc" in connection_string.lower():
+        raise h.CommandFailed("authentication = \"azure\" needs Microsoft ODBC Driver 17 or 18 for SQL Server: FreeTDS cannot sign in with an Entra ID token",
+                              hint="install msodbcsql18 and name it with DRIVER={ODBC Driver 18 for SQL Server}", key="connection_string")
+
+
+class TokenSource:
+    """One DefaultAzureCredential per provider process; a token asked for at each (re)connect (the credential caches and renews it)."""
+
+    def __init__(self) -> None:
+        self.credential: Any = None
+
+    def attrs_before(self) -> dict[int, bytes]:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        if self.credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self.credential = DefaultAzureCredential()
+        try:
+            token = self.credential.get_token(SQL_SCOPE).token
+        except ClientAuthenticationError as exc:  # CredentialUnavailableError is one too
+            first = str(exc.message if getattr(exc, "message", None) else exc).strip().splitlines()
+            raise h.CommandFailed(f"cannot get an Entra ID token for Azure SQL: {first[0] if first else type(exc).__name__}", hint=HINT,
+                                  key="authentication") from None
+        return {SQL_COPT_SS_ACCESS_TOKEN: access_token_struct(token)}
