@@ -13,6 +13,7 @@ from typing import Any
 from providers import helper as h
 from providers import protocol as p
 from providers.mssql_cdc import catalog as cat
+from providers.mssql_cdc import snapshot as snap
 from providers.mssql_cdc.config import is_pattern, matches, settings, stream_name
 from providers.mssql_cdc.db import Database
 from providers.mssql_cdc.position import to_json
@@ -80,7 +81,24 @@ def plan(ctx: h.Context) -> None:
     ctx.send(p.streams_message([t.describe() for t in tables]))
     for change in changes:
         ctx.send(p.change_message(change))
+    plan_snapshots(ctx, db, tables)
     db.close()
+
+
+def plan_snapshots(ctx: h.Context, db: Database, tables: list[cat.Table]) -> None:
+    """Tables new to this task are snapshotted on their first run (snapshot = initial | when_needed): say which, and how big."""
+    s = settings(ctx.config)
+    if s.snapshot == "none":
+        return
+    known = {str(st.get("name", "")).lower() for st in ctx.envelope.streams}
+    for t in tables:
+        if t.stream.lower() in known or not t.object_id:
+            continue
+        snap.key_columns(db, t)  # a table that cannot be snapshotted fails the plan, not the run
+        rows = snap.approx_rows(db, t)
+        chunks = -(-rows // s.snapshot_chunk_size) if rows else 0
+        ctx.send(p.warning_message(f"snapshot: {t.schema}.{t.name} will be snapshotted on the first run (snapshot = \"{s.snapshot}\"): "
+                                   f"~{rows if rows is not None else '?'} rows (sys.partitions), {chunks} chunks of {s.snapshot_chunk_size}"))
 
 
 def init(ctx: h.Context) -> None:
@@ -96,7 +114,10 @@ def init(ctx: h.Context) -> None:
         max_lsn = db.query(cat.SQL_MAX_LSN)[0][0]
         for t in tables:
             inst = t.instances[-1]
-            ctx.send(p.checkpoint_message(t.stream, to_json(start_key(inst, max_lsn), ident(inst))))
+            start = to_json(start_key(inst, max_lsn), ident(inst))
+            if settings(ctx.config).snapshot != "none":  # stored only for a stream without a checkpoint: its first run snapshots it
+                start["snapshot"] = snap.requested("initial")
+            ctx.send(p.checkpoint_message(t.stream, start))
     db.close()
 
 
@@ -166,6 +187,12 @@ def status(ctx: h.Context) -> None:
             checkpoint = ctx.envelope.checkpoints.get(t.stream)
             st = {"stream": t.stream, "capture_instance": inst.name, "min_lsn": inst.min_lsn.hex() if inst.min_lsn else None,
                   "max_lsn": max_lsn.hex() if max_lsn else None, "checkpoint": checkpoint, "lag_seconds": lag, "capture_jobs": jobs}
+            marker = checkpoint.get("snapshot") if isinstance(checkpoint, dict) else None
+            running = snap.progress(marker)
+            if running is not None and isinstance(marker, dict):
+                st["snapshot"] = running
+                ctx.log(f"{t.schema}.{t.name}: snapshot {running['state']}"
+                        + (f": {snap.describe(marker)}" if running["state"] == "running" else f" ({running['reason']})"))
             ctx.send(p.status_message({"type": TABLE_RESOURCE, "name": f"{t.schema}.{t.name}", "id": inst.name, "attributes": {}}, st))
             ctx.log(f"{t.schema}.{t.name}: {inst.name} min {st['min_lsn']} max {st['max_lsn']} lag {lag}s")
     db.close()
