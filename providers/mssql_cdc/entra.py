@@ -8,6 +8,7 @@ ever lives in memory: not in the connection string, not in a log line, not in an
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any
 
@@ -31,6 +32,13 @@ def refuse_freetds(connection_string: str) -> None:
                               hint="install msodbcsql18 and name it with DRIVER={ODBC Driver 18 for SQL Server}", key="connection_string")
 
 
+def summary(exc: Exception) -> str:
+    """One line of azure-identity's error: what each credential it tried said ("AzureCliCredential: Please run 'az login' ...")."""
+    lines = [x.strip() for x in str(getattr(exc, "message", None) or exc).splitlines() if x.strip()]
+    tried = [x for x in lines if ":" in x and x.split(":", 1)[0].endswith("Credential")]
+    return "; ".join(tried) if tried else (lines[0] if lines else type(exc).__name__)
+
+
 class TokenSource:
     """One DefaultAzureCredential per provider process; a token asked for at each (re)connect (the credential caches and renews it)."""
 
@@ -43,11 +51,10 @@ class TokenSource:
         if self.credential is None:
             from azure.identity import DefaultAzureCredential
 
+            logging.getLogger("azure.identity").setLevel(logging.ERROR)  # its multi-line warning would repeat the one-line error below
             self.credential = DefaultAzureCredential()
         try:
             token = self.credential.get_token(SQL_SCOPE).token
         except ClientAuthenticationError as exc:  # CredentialUnavailableError is one too
-            first = str(exc.message if getattr(exc, "message", None) else exc).strip().splitlines()
-            raise h.CommandFailed(f"cannot get an Entra ID token for Azure SQL: {first[0] if first else type(exc).__name__}", hint=HINT,
-                                  key="authentication") from None
+            raise h.CommandFailed(f"cannot get an Entra ID token for Azure SQL: {summary(exc)}", hint=HINT, key="authentication") from None
         return {SQL_COPT_SS_ACCESS_TOKEN: access_token_struct(token)}

@@ -8,8 +8,9 @@ With --cert it speaks TLS as SQL Server does (see tds_transport): TDS 7.x with t
 PRELOGIN packets, and TDS 8.0 strict on the same port. --force-encryption is the server's "Force
 Encryption" setting (ENCRYPT_REQ to clients that ask OFF). LOGIN7's FEDAUTH feature with a security
 token (an Entra ID access token) is accepted when the token is a JWT for Azure SQL's audience that has
-not expired; anything else is Msg 18456, as Azure SQL answers. --entra-only refuses password logins
-(an Azure SQL server with "Microsoft Entra-only authentication").
+not expired; anything else is Msg 18456, as Azure SQL answers. --entra-only (or, at run time,
+EXEC dstream_test.entra_only 1|0) refuses password logins: an Azure SQL server with "Microsoft
+Entra-only authentication".
 
 Test switches are T-SQL procedures in the dstream_test schema (see tds_engine.switch)
 plus, handled here, EXEC dstream_test.drop_connections [@after_rows = N]: close
@@ -238,6 +239,9 @@ class Handler(socketserver.BaseRequestHandler):
     def special(self, sql: str) -> list[Result] | None:
         if "sys.dm_exec_connections" in sql.lower():
             return [self.connection_info(sql)]
+        if "dstream_test.entra_only" in sql.lower():  # EXEC dstream_test.entra_only 1|0: refuse password logins from now on (sessions stay)
+            self.server.entra_only = not sql.rstrip().rstrip(";").endswith("0")
+            return [Result()]
         if "dstream_test.drop_connections" not in sql.lower():
             return None
         for stmt in split_statements(tokenize(sql)):
