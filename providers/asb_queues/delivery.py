@@ -95,7 +95,8 @@ class Worker(threading.Thread):
         except h.CommandFailed as exc:
             self.failure = exc
         except Exception as exc:  # noqa: BLE001 - reported, never swallowed
-            self.failure = (transport.certificate_failure(exc, f"queue {self.queue_name}")
+            what = f"queue {self.queue_name}"
+            self.failure = (transport.certificate_failure(exc, what) or transport.credential_failure(exc, what)
                             or h.CommandFailed(f"queue {self.queue_name}: unexpected {type(exc).__name__}: {scrub(str(exc))}"))
         finally:
             self.close()

@@ -56,3 +56,32 @@ def certificate_failure(exc: BaseException, what: str) -> h.CommandFailed | None
             return h.CommandFailed(f"{what}: the Service Bus server's TLS certificate is not trusted ({reason})", hint=UNTRUSTED_HINT)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+CREDENTIAL_HINT = ("give the identity DefaultAzureCredential signs in as (managed identity, AZURE_* variables, az login) the "
+                   "Azure Service Bus Data Sender role on the namespace, or check the connection string's key and its Send right")
+
+
+def credential_failure(exc: BaseException, what: str) -> h.CommandFailed | None:
+    """The one-line failure for credentials Service Bus refused (a token refused or expired, a missing claim), else None."""
+    from azure.servicebus import exceptions as e
+
+    if not isinstance(exc, (e.ServiceBusAuthenticationError, e.ServiceBusAuthorizationError)):
+        return None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    refusal = _token_refusal(exc)
+    return h.CommandFailed(f"Service Bus refused the credentials for {what}: {refusal or text}", hint=CREDENTIAL_HINT)
+
+
+def _token_refusal(exc: BaseException) -> str | None:
+    """The put-token answer (status code and description) inside the SDK's wrapping, if there is one."""
+    seen: object = exc
+    for _ in range(10):
+        description = getattr(seen, "status_description", None)
+        if description:
+            text = description.decode("utf-8", "replace") if isinstance(description, bytes) else str(description)
+            return f"the token was refused (status {getattr(seen, 'status_code', '?')}: {text})"
+        seen = getattr(seen, "inner_exception", None) or getattr(seen, "__cause__", None) or getattr(seen, "__context__", None)
+        if seen is None:
+            return None
+    return None

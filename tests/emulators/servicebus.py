@@ -314,6 +314,7 @@ class Broker(FlowController):
     def put_token(self, connection: Any, props: dict[Any, Any], body: Any) -> tuple[int, str]:
         """One put-token: (status-code, status-description), as the service answers it."""
         self.stats["tokens"] += 1
+        self.dirty = True
         token = body.decode() if isinstance(body, bytes) else str(body or "")
         now = time.time()
         try:
