@@ -1,14 +1,19 @@
 # mssql-to-asb: the seed scenario - SQL Server CDC changes of dbo.Persons,
 # dbo.Orders and dbo.Customers to one Azure Service Bus queue per table
-# (Persons_cdc_events, ...), with the queues managed by dstream.
+# (Persons_cdc_events, ...), with the queues managed by dstream through the
+# namespace's own management API: nothing but two connection strings.
 #
 # Try it: dstream validate examples/mssql-to-asb.hcl (with the variables below set),
 # then plan, init, run --once, status, destroy. docs/mssql-cdc.md and
-# docs/asb-queues.md describe every config key.
+# docs/asb-queues.md describe every config key; mssql-to-asb-arm.hcl beside
+# this file manages the queues through Azure Resource Manager instead.
 #
 # Secrets come from the environment, never from this file:
-#   SQL_CONNECTION, ASB_CONNECTION, AZURE_SUBSCRIPTION_ID,
-#   AZURE_RESOURCE_GROUP, ASB_NAMESPACE
+#   SQL_CONNECTION  the SQL Server connection string
+#   ASB_CONNECTION  a Service Bus SAS connection string whose key has Manage
+#                   (plan, init, destroy and status create and delete queues)
+# Least privilege: add  send_connection_string = "{{ env \"ASB_SEND_CONNECTION\" }}"
+# with a Send-only key, and run sends with that one instead.
 
 task "mssql-to-asb" {
   type = "providers"
@@ -24,9 +29,6 @@ task "mssql-to-asb" {
   output {
     provider = "asb-queues"
     config {
-      subscription_id   = "{{ env \"AZURE_SUBSCRIPTION_ID\" }}"
-      resource_group    = "{{ env \"AZURE_RESOURCE_GROUP\" }}"
-      namespace         = "{{ env \"ASB_NAMESPACE\" }}"
       connection_string = "{{ env \"ASB_CONNECTION\" }}"
       queue_name        = "{table}_cdc_events"
     }
