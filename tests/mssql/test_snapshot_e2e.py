@@ -1,0 +1,216 @@
+"""The snapshot's promise through the built zipapp: a consumer that applies the queue in order
+(Snapshot/Insert/Update = upsert by key, Delete = delete) ends with exactly the table, whatever
+DML ran during the snapshot and when dstream was SIGKILLed mid-snapshot.
+
+mssql-cdc -> files, both ODBC drivers: FreeTDS reads under READ COMMITTED (the database does not
+allow snapshot isolation), Microsoft ODBC Driver 18 under SNAPSHOT (ALLOW_SNAPSHOT_ISOLATION ON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyodbc
+import pytest
+
+from .conftest import Peer, connection_string
+
+ROWS = 2500
+CHUNK = 20
+
+
+class Writer(threading.Thread):
+    """Inserts, updates, deletes, key changes and long transactions on dbo.Orders until stopped."""
+
+    def __init__(self, port: int, ids: set[int]):
+        super().__init__(daemon=True)
+        self.conn = pyodbc.connect(connection_string("freetds", port), autocommit=True, timeout=30)
+        self.ids = set(ids)
+        self.next_id = max(ids) + 1
+        self.rng = random.Random(13)
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+        self.done = {"insert": 0, "update": 0, "delete": 0, "key": 0, "long": 0}
+
+    def sql(self, text: str, *params: Any) -> None:
+        cur = self.conn.cursor()
+        cur.execute(text, *params)
+        cur.close()
+
+    def one(self) -> None:
+        kind = self.rng.choice(["insert", "update", "update", "delete", "key"])
+        victim = self.rng.choice(sorted(self.ids))
+        if kind == "insert":
+            self.sql("INSERT INTO Orders (ID, Item, Qty) VALUES (?, ?, ?)", self.next_id, f"new {self.next_id}", 1)
+            self.ids.add(self.next_id)
+            self.next_id += 1
+        elif kind == "update":
+            self.sql("UPDATE Orders SET Item = ?, Qty = Qty + 1 WHERE ID = ?", f"upd {self.rng.random():.6f}", victim)
+        elif kind == "delete":
+            self.sql("DELETE FROM Orders WHERE ID = ?", victim)
+            self.ids.discard(victim)
+        else:  # the row moves in key order: from ahead of the snapshot's keyset to behind it, or back
+            new = self.next_id if self.rng.random() < 0.5 else -self.next_id
+            self.next_id += 1
+            self.sql("UPDATE Orders SET ID = ? WHERE ID = ?", new, victim)
+            self.ids.discard(victim)
+            self.ids.add(new)
+        self.done[kind] += 1
+
+    def run(self) -> None:
+        try:
+            n = 0
+            while not self.halt.is_set():
+                n += 1
+                if n % 60 == 0:  # a long transaction: its rows stay uncommitted while the snapshot reads
+                    self.sql("BEGIN TRAN")
+                    for _ in range(5):
+                        self.one()
+                    time.sleep(0.6)
+                    self.sql("COMMIT")
+                    self.done["long"] += 1
+                else:
+                    self.one()
+                time.sleep(0.004)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+        self.conn.close()
+        if self.error is not None:
+            raise self.error
+
+
+def task(tmp: Path, peer: Peer) -> None:
+    conn = peer.connection_string.replace("\\", "\\\\").replace('"', '\\"')
+    (tmp / "task.hcl").write_text(f'''task "snap" {{
+  input {{
+    provider = "mssql-cdc"
+    config {{
+      connection_string   = "{conn}"
+      tables              = ["Orders"]
+      poll_interval_min   = 0.05
+      poll_interval_max   = 0.2
+      snapshot            = "initial"
+      snapshot_chunk_size = {CHUNK}
+    }}
+  }}
+  output {{
+    provider = "files"
+    config {{
+      directory = "out"
+    }}
+  }}
+}}
+''')
+
+
+def env(pyz: Path) -> dict[str, str]:
+    out = {**os.environ, "SHIV_ROOT": str(pyz.parent / ".shiv"), "DSTREAM_CHECKPOINT_INTERVAL": "100ms"}
+    out.pop("NO_COLOR", None)
+    return out
+
+
+def dstream(pyz: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(pyz), *args], cwd=tmp, env=env(pyz), capture_output=True, text=True, timeout=180)
+
+
+def checkpoint(tmp: Path) -> Any:
+    try:
+        return json.loads((tmp / ".dstream" / "snap.checkpoints.json").read_text())["streams"]["Orders"]["position"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def consume(path: Path) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
+    """The consumer model: apply every message in order."""
+    table: dict[int, dict[str, Any]] = {}
+    kinds: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        m = json.loads(line)
+        kind = m["metadata"]["OperationType"]
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "Delete":
+            table.pop(m["data"]["ID"], None)
+        else:
+            table[m["data"]["ID"]] = m["data"]
+    return table, kinds
+
+
+def test_snapshot_with_dml_and_a_sigkill_mid_snapshot_converges_to_the_table(peer: Peer, pyz: Path, tmp_path: Path) -> None:
+    snapshot_isolation = peer.driver == "msodbc18"
+    peer.sql("EXEC sys.sp_cdc_enable_db", "CREATE TABLE dbo.Orders (ID int NOT NULL PRIMARY KEY, Item nvarchar(40) NULL, Qty int NULL)")
+    peer.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Orders', @role_name = NULL")
+    if snapshot_isolation:
+        peer.sql("ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON")
+    for start in range(0, ROWS, 500):
+        peer.sql("INSERT INTO Orders (ID, Item, Qty) VALUES " + ", ".join(f"({i}, N'row {i}', 0)" for i in range(start, start + 500)))
+    task(tmp_path, peer)
+    init = dstream(pyz, tmp_path, "init", "task.hcl")
+    assert init.returncode == 0, init.stderr
+    assert checkpoint(tmp_path)["snapshot"]["requested"] == "initial"
+
+    writer = Writer(peer.port, set(range(ROWS)))
+    writer.start()
+    log = open(tmp_path / "run1.log", "wb")
+    first = subprocess.Popen([sys.executable, str(pyz), "run", "task.hcl"], cwd=tmp_path, env=env(pyz), stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            cp = checkpoint(tmp_path)
+            if cp and cp.get("snapshot", {}).get("rows", 0) >= 300:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the snapshot made no acknowledged progress: " + (tmp_path / "run1.log").read_text()[-2000:])
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    killed_at = checkpoint(tmp_path)
+    assert "snapshot" in killed_at and killed_at["snapshot"]["rows"] < ROWS, f"not killed mid-snapshot: {killed_at}"
+
+    second = dstream(pyz, tmp_path, "run", "--once", "--lock-timeout", "60s", "task.hcl")  # the DML keeps running meanwhile
+    assert second.returncode == 0, second.stderr
+    assert "snapshot" not in checkpoint(tmp_path), "the snapshot did not finish"
+    time.sleep(0.5)
+    writer.stop()
+    last = dstream(pyz, tmp_path, "run", "--once", "task.hcl")
+    assert last.returncode == 0, last.stderr
+
+    expected = {r[0]: {"ID": r[0], "Item": r[1], "Qty": r[2]} for r in peer.sql("SELECT ID, Item, Qty FROM dbo.Orders")}
+    got, kinds = consume(tmp_path / "out" / "Orders_cdc_events.jsonl")
+    assert kinds.get("Snapshot", 0) >= ROWS * 0.9 and kinds.get("Delete") and kinds.get("Update") and kinds.get("Insert"), kinds
+    assert writer.done["long"] and writer.done["key"], writer.done
+    assert sorted(got) == sorted(expected) and got == expected
+    isolation = "SNAPSHOT" if snapshot_isolation else "READ COMMITTED"
+    assert f"snapshot reads under {isolation} isolation" in second.stderr
+    assert "Orders: snapshot done" in second.stderr and "Orders: snapshot ran" not in second.stderr
+
+
+@pytest.mark.parametrize("mode", ["initial", "none"])
+def test_plan_names_the_tables_to_snapshot_with_their_size(freetds_peer: Peer, pyz: Path, tmp_path: Path, mode: str) -> None:
+    peer = freetds_peer
+    peer.sql("EXEC sys.sp_cdc_enable_db", "CREATE TABLE dbo.Orders (ID int NOT NULL PRIMARY KEY, Item nvarchar(40) NULL, Qty int NULL)")
+    peer.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Orders', @role_name = NULL")
+    peer.sql("INSERT INTO Orders (ID, Item, Qty) VALUES " + ", ".join(f"({i}, N'r', 0)" for i in range(45)))
+    task(tmp_path, peer)
+    text = (tmp_path / "task.hcl").read_text().replace('snapshot            = "initial"', f'snapshot            = "{mode}"')
+    (tmp_path / "task.hcl").write_text(text)
+    plan = dstream(pyz, tmp_path, "plan", "task.hcl")
+    assert plan.returncode == 0, plan.stderr
+    line = f'dbo.Orders will be snapshotted on the first run (snapshot = "initial"): ~45 rows (sys.partitions), 3 chunks of {CHUNK}'
+    assert (line in plan.stdout + plan.stderr) == (mode == "initial"), plan.stdout + plan.stderr
