@@ -157,3 +157,64 @@ def test_a_config_without_any_mode_is_one_error_naming_the_three(provider: Provi
         assert "connection_string" in reply.error["message"] + reply.error.get("hint", "")
     validate = provider("validate", {"connection_string": peers.connection_string}, streams("Persons"))
     assert validate.code == 0, validate.messages
+
+
+NS_TASK = """
+task "ns-mixed" {
+  input {
+    provider = "generator"
+    config {
+      count  = 30
+      tables = ["Persons", "OrderLines"]
+    }
+  }
+  output {
+    provider = "asb-queues"
+    config {
+      connection_string = "{{ env "ASB_CONNECTION" }}"
+    }
+  }
+}
+"""
+
+
+def test_mixed_case_tables_plan_nothing_after_init_through_dstream(tmp_path: Any, peers: AzurePeers) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "task.hcl").write_text(NS_TASK)
+    env = {**os.environ, **peers.env(), "ASB_CONNECTION": peers.connection_string}
+
+    def dstream(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ROOT / "dstream.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    init = dstream("init", "task.hcl")
+    assert init.returncode == 0, init.stdout + init.stderr
+    assert peers.listed_queue_names() == ["orderlines_cdc_events", "persons_cdc_events"]  # the feed lists them lower-cased too
+    plan = dstream("plan", "--detailed-exitcode", "task.hcl")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    send_only = {**env, "ASB_CONNECTION": peers.send_connection_string}
+    refused = subprocess.run([sys.executable, str(ROOT / "dstream.py"), "plan", "task.hcl"], cwd=tmp_path, env=send_only, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[0].startswith("Error: ") and "Manage" in lines[0], refused.stderr
+    assert "Traceback" not in refused.stderr and "<Error>" not in refused.stderr and "c2VuZC1vbmx5" not in refused.stderr
+
+
+def test_the_peer_verifies_the_signature(peers: AzurePeers) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.servicebus.management import ServiceBusAdministrationClient
+
+    forged = peers.connection_string_for(("k", "d3Jvbmcta2V5"))
+    with ServiceBusAdministrationClient.from_connection_string(forged, retry_total=0, connection_verify=str(peers.ca)) as client:
+        try:
+            client.get_namespace_properties()
+            raise AssertionError("a forged signature was accepted")
+        except ClientAuthenticationError as exc:
+            assert "InvalidSignature" in str(exc)
+    with ServiceBusAdministrationClient.from_connection_string(peers.connection_string, retry_total=0, connection_verify=str(peers.ca)) as client:
+        assert client.get_namespace_properties().messaging_sku == "Standard"
