@@ -114,7 +114,7 @@ class AzureBlobBackend:
         """Our own words for an SDK error: the SDK's text may quote the request."""
         code = _code(exc)
         if not code and _is_credential_failure(exc):
-            return StateError(f"{doing}: no Azure credential for {self.location} ({type(exc).__name__})", hint=SIGN_IN_HINT)
+            return StateError(f"{doing}: no Azure credential for {self.location} (DefaultAzureCredential got no token)", hint=SIGN_IN_HINT)
         if _is_untrusted_certificate(exc):
             return StateError(f"{doing}: the TLS certificate of {self.location} is not trusted",
                               hint="set REQUESTS_CA_BUNDLE or SSL_CERT_FILE to a PEM file holding its CA")
