@@ -166,3 +166,54 @@ def test_peer_checks_audience_and_signature_of_entra_tokens(entra: EntraPeers, a
     stats = entra.amqp_stats()
     assert stats.get("queues", {}).get("Persons_cdc_events", {}).get("accepted", 0) == (1 if accepted else 0)
     assert stats.get("refused_tokens", 0) == (0 if accepted else 1)
+
+
+LIFETIME = 30  # seconds; the SDK renews a token when a tenth of its life is left (pyamqp cbs.py: refresh_window = 10%)
+
+
+def test_run_keeps_sending_across_token_refreshes_and_an_idle_expiry(entra: EntraPeers) -> None:
+    """A run longer than its tokens live: steady sends across refreshes, then an idle gap past expiry (the peer drops
+    the links, as Service Bus does), then more sends. Every change arrives once, in order, and is acknowledged."""
+    resources = initialised(entra)
+    entra.set_token_lifetime(LIFETIME)
+    envelope = {"protocol": 1, "command": "run", "task": "t", "role": "output", "config": entra.config(), "streams": streams(*TABLES),
+                "resources": resources, "checkpoints": {}, "refresh": True, "once": False}
+    env = scrubbed_environment({**entra.env(), "PYTHONPATH": str(ROOT)})
+    process = subprocess.Popen([sys.executable, "-m", "providers.asb_queues"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, cwd=entra.dir)
+    assert process.stdin is not None
+    sent = 0
+
+    def send_for(seconds: float) -> None:
+        nonlocal sent
+        assert process.stdin is not None
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            sent += 1
+            process.stdin.write((change(TABLES[sent % 2], sent) + "\n").encode())
+            process.stdin.flush()
+            time.sleep(0.1)
+
+    try:
+        process.stdin.write((json.dumps(envelope) + "\n").encode())
+        send_for(2.2 * LIFETIME)  # two refreshes while sending
+        time.sleep(LIFETIME + 8)  # idle past expiry: the peer detaches the links
+        expired_while_idle = entra.amqp_stats().get("expired_links", 0)
+        send_for(8)
+        out, err = process.communicate(timeout=TIMEOUT)  # closes stdin: the input ended
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err.decode()[-3000:]
+    checkpoints = [json.loads(line) for line in out.decode().splitlines() if '"checkpoint"' in line]
+    last = {c["stream"]: c["position"]["seq"] for c in checkpoints}
+    assert last == {TABLES[sent % 2]: sent, TABLES[(sent - 1) % 2]: sent - 1}
+    stats = entra.amqp_stats()
+    assert sum(q["accepted"] for q in stats["queues"].values()) == sent  # none lost, none stored twice
+    assert expired_while_idle >= 1  # the idle senders' links were dropped at expiry ...
+    assert stats.get("refused_tokens", 0) == 0  # ... and no expired token was ever put
+    assert len(entra.az_calls()) >= 6  # fresh tokens: initial + two refreshes, per queue's connection
+    for table in TABLES:
+        ids = [json.loads(str(m))["data"]["ID"] for m in entra.receive(f"{table}_cdc_events", sent // 2)]
+        assert ids == [i for i in range(1, sent + 1) if TABLES[i % 2] == table]
