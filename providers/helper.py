@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.protocol import LIFECYCLE_COMMANDS, Envelope, Failure, ProtocolError, dumps, error_message, hello
+from providers.protocol import LIFECYCLE_COMMANDS, ON_DEMAND_COMMANDS, Envelope, Failure, ProtocolError, dumps, error_message, hello
 
 READ_CHUNK = 1 << 20  # bytes per os.read on stdin; lines may be longer
 
@@ -201,7 +201,7 @@ def serve(name: str, version: str, fields: list[Field], handlers: Mapping[str, H
     try:
         line, rest = read_envelope_line()
         envelope = Envelope.parse(line)
-        if envelope.command in LIFECYCLE_COMMANDS:
+        if envelope.command in LIFECYCLE_COMMANDS or envelope.command in ON_DEMAND_COMMANDS:
             writer.send(hello(name, version))
         config = parse_config(fields, envelope.config)
         ctx = Context(name, envelope, config, writer, rest)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
-COMMANDS = ("validate", "plan", "init", "status", "destroy", "run")
 LIFECYCLE_COMMANDS = ("validate", "plan", "init", "status", "destroy")
+# asked only of an input, only by `dstream snapshot`; answered like a lifecycle command (hello first)
+ON_DEMAND_COMMANDS = ("snapshot",)
+COMMANDS = (*LIFECYCLE_COMMANDS, "run", *ON_DEMAND_COMMANDS)
 
 
 class Failure(Exception):
@@ -53,6 +55,7 @@ class Envelope:
     changes: tuple[dict[str, Any], ...] | None = None
     refresh: bool = True
     once: bool = False
+    target: str = ""  # snapshot only: the table named by `dstream snapshot --table`
 
     @classmethod
     def parse(cls, line: bytes | str) -> Envelope:
@@ -85,6 +88,7 @@ class Envelope:
             changes=None if changes is None else tuple(changes),
             refresh=bool(obj.get("refresh", True)),
             once=bool(obj.get("once", False)),
+            target=str(obj.get("target") or ""),
         )
 
     def to_json(self) -> str:
@@ -102,6 +106,8 @@ class Envelope:
         }
         if self.changes is not None:
             obj["changes"] = list(self.changes)
+        if self.target:
+            obj["target"] = self.target
         return json.dumps(obj, separators=(",", ":"))
 
 

@@ -101,6 +101,34 @@ def test_to_json_parse_round_trip() -> None:
     assert Envelope.parse(without_changes.to_json()) == without_changes
 
 
+def test_snapshot_envelope_carries_its_target_and_only_it() -> None:
+    env = Envelope(command="snapshot", config={}, role="input", checkpoints={"Orders": {"lsn": "00"}}, target="dbo.Orders")
+    text = env.to_json()
+    assert json.loads(text)["target"] == "dbo.Orders"
+    assert Envelope.parse(text) == env
+    assert "target" not in json.loads(Envelope(command="plan", config={}).to_json())  # other commands' envelopes are unchanged
+
+
+SNAPSHOTLESS_PROVIDER = """
+import sys
+from providers import helper as h
+
+sys.exit(h.serve("old", "1", [], {"plan": lambda ctx: None}, role="input"))
+"""
+
+
+def test_a_helper_provider_without_a_snapshot_handler_answers_hello_and_nothing() -> None:
+    """What dstream snapshot reads as "does not support on-demand snapshots": exit 0, hello, no checkpoint."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+    result = subprocess.run([sys.executable, "-c", SNAPSHOTLESS_PROVIDER], input='{"command":"snapshot","config":{},"target":"dbo.Orders"}\n',
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["type"] for line in result.stdout.splitlines()] == ["hello"]
+
+
 # --- messages and the writer --------------------------------------------------------
 
 
