@@ -40,6 +40,7 @@ HELP = {
     "run": "stream changes from the input to the output",
     "status": "show resources, locks and per-stream checkpoints",
     "destroy": "delete everything this task's state owns",
+    "snapshot": "re-snapshot one table on the next run (then stream its changes from its checkpoint)",
     "state": "inspect and move state: list, show, pull, push, unlock",
     "providers": "list the built-in providers",
     "version": "print the version",
@@ -129,6 +130,11 @@ def _add_destroy(p: Parser) -> None:
     p.set_defaults(run=cmd_destroy)
 
 
+def _add_snapshot(p: Parser) -> None:
+    p.add_argument("--table", required=True, metavar="SCHEMA.TABLE", help="the configured table to snapshot, e.g. dbo.Orders")
+    p.set_defaults(run=cmd_snapshot)
+
+
 def _add_state(p: Parser) -> None:
     sub = p.add_subparsers(dest="state_verb", metavar="SUBCOMMAND", parser_class=Parser)
     sub.required = True
@@ -170,7 +176,7 @@ def _add_provider(p: Parser) -> None:
 
 VERBS: dict[str, Callable[[Parser], None]] = {
     "validate": _add_validate, "plan": _add_plan, "init": _add_init, "run": _add_run, "status": _add_status,
-    "destroy": _add_destroy, "state": _add_state, "providers": _add_providers, "version": _add_version, "provider": _add_provider,
+    "destroy": _add_destroy, "snapshot": _add_snapshot, "state": _add_state, "providers": _add_providers, "version": _add_version, "provider": _add_provider,
 }
 
 
@@ -332,6 +338,19 @@ def cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
                 raise DstreamError("destroy cancelled", hint="nothing was changed")
         state, deleted = destroy(session, state)
     _out(f"\nDestroy complete! Resources: {deleted} destroyed.\n")
+    return EXIT_OK
+
+
+def cmd_snapshot(args: argparse.Namespace, ctx: Context) -> int:
+    from state.backend import RUN_LOCK, STATE_LOCK
+    from state.lifecycle import request_snapshot
+
+    session = _session(args)
+    # both locks, as init: no run acknowledges a position while the request replaces the checkpoint
+    with _lock(session, STATE_LOCK, "snapshot", args.lock_timeout), _lock(session, RUN_LOCK, "snapshot", args.lock_timeout):
+        stream, _ = request_snapshot(session, session.manager.read(), args.table)
+    _out(f"Snapshot of {args.table} requested: stream {stream} is re-snapshotted on the next run, "
+         "then its changes stream on from its checkpoint.\n")
     return EXIT_OK
 
 

@@ -320,6 +320,39 @@ def destroy(session: Session, state: StateFile) -> tuple[StateFile, int]:
     return state, deleted
 
 
+# --- on-demand snapshot ---------------------------------------------------------
+
+
+def request_snapshot(session: Session, state: StateFile, table: str) -> tuple[str, Any]:
+    """Ask the input to mark `table` for a snapshot on the next run; store the position it answers.
+
+    Caller holds the state and the run lock, so no run acknowledges anything meanwhile. The input
+    answers one `checkpoint` for the table's stream: its current position plus the request, so
+    streaming resumes from where it was after the snapshot. The write is a compare-and-swap against
+    the position the input was shown: it never replaces a position it did not see."""
+    if state.serial == 0:
+        raise DstreamError(NOT_INITIALISED.format(task=session.task.name), hint=f"run: dstream init {os.path.relpath(session.task.file)}")
+    sent = dict(session.manager.checkpoints().positions)
+    collector = session.collector("input")
+    provider = collector.provider
+    envelope = session.envelope("input", "snapshot", state, state.streams, checkpoints=sent, target=table)
+    unsupported = f"input provider '{provider}' does not support on-demand snapshots (dstream snapshot)"
+    if not session.ask("input", envelope, collector):
+        raise ProviderError(unsupported, hint="it does not speak protocol v1")
+    if len(collector.checkpoints) != 1:
+        raise ProviderError(unsupported if not collector.checkpoints else
+                            f"input provider '{provider}' broke the protocol: a snapshot answers one checkpoint, it sent {len(collector.checkpoints)}")
+    stream, position = next(iter(collector.checkpoints.items()))
+
+    def mark(current: Checkpoints) -> Checkpoints:
+        if current.positions.get(stream) != sent.get(stream):
+            raise StateError(f"the checkpoint of stream {stream} changed while the snapshot was requested", hint="run dstream snapshot again")
+        return current.advance({stream: position})
+
+    session.manager.update_checkpoints(mark)
+    return stream, position
+
+
 # --- status and run ---------------------------------------------------------------
 
 
