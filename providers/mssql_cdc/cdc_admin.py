@@ -121,6 +121,37 @@ def init(ctx: h.Context) -> None:
     db.close()
 
 
+def snapshot(ctx: h.Context) -> None:
+    """`dstream snapshot --table T`: T's current position plus a snapshot request, so the next run
+    snapshots T at that position and then streams T's changes after it (nothing skipped)."""
+    db, _, tables = connect(ctx)
+    table = pick(tables, ctx.envelope.target)
+    snap.key_columns(db, table)  # a table that cannot be snapshotted fails now, not in the run
+    current = ctx.envelope.checkpoints.get(table.stream)
+    if isinstance(current, dict):
+        position = {k: v for k, v in current.items() if k != "snapshot"}
+    else:  # never streamed: where start = "latest" starts; the snapshot covers every row before it
+        inst = table.instances[-1]
+        position = to_json(start_key(inst, db.query(cat.SQL_MAX_LSN)[0][0]), ident(inst))
+    position["snapshot"] = snap.requested("on_demand")
+    ctx.send(p.checkpoint_message(table.stream, position))
+    ctx.log(f"{table.schema}.{table.name}: snapshot requested for the next run, at LSN {position['lsn']}")
+    db.close()
+
+
+def pick(tables: list[cat.Table], wanted: str) -> cat.Table:
+    """The configured table named schema.table (case-insensitive, as SQL Server compares names), or a bare name that is unique."""
+    schema, _, name = wanted.rpartition(".")
+    found = [t for t in tables if t.name.lower() == name.lower() and (not schema or t.schema.lower() == schema.lower().strip("[]"))]
+    if len(found) == 1:
+        return found[0]
+    configured = ", ".join(sorted(f"{t.schema}.{t.name}" for t in tables)) or "none"
+    if found:
+        raise h.CommandFailed(f"table {wanted!r} is ambiguous: name its schema ({', '.join(f'{t.schema}.{t.name}' for t in found)})")
+    raise h.CommandFailed(f"table {wanted!r} is not one this task streams; configured tables: {configured}",
+                          hint="pass --table with one of them, or add the table to the config and run dstream init", key="tables")
+
+
 def apply(ctx: h.Context, db: Database, change: dict[str, Any]) -> None:
     kind, name, action = change["resource"]["type"], change["resource"]["name"], change["action"]
     if kind == DB_RESOURCE and action == "create":

@@ -46,7 +46,8 @@ def database_errors_reported(handler: h.Handler) -> h.Handler:
 
 
 HANDLERS = {"validate": cdc_admin.validate, "plan": database_errors_reported(cdc_admin.plan), "init": database_errors_reported(cdc_admin.init),
-            "status": database_errors_reported(cdc_admin.status), "destroy": database_errors_reported(cdc_admin.destroy), "run": run}
+            "status": database_errors_reported(cdc_admin.status), "destroy": database_errors_reported(cdc_admin.destroy), "run": run,
+            "snapshot": database_errors_reported(cdc_admin.snapshot)}
 
 
 def main() -> int:
