@@ -1,6 +1,6 @@
 """Send throughput: the asb-queues provider vs a plain azure-servicebus batch-send loop, same AMQP peer.
 
-    python bench/asb_send.py [--count 40000] [--repeat 7] [--queues 1,10,50] [--queue-repeat 3] [--no-fail]
+    python bench/asb_send.py [--count 40000] [--repeat 7] [--queues 1,10,50] [--queue-repeat 3] [--tls] [--no-fail]
 
 Starts the two test peers (tests/emulators). Each timed run gets a fresh queue
 (deleted and created again through the provider's init, duplicate detection on
@@ -16,6 +16,11 @@ medians (provider msgs/s / plain msgs/s) has a target of >= 0.9. Then the
 provider with the same number of changes spread over 1, 10 and 50 queues
 (median of --queue-repeat runs each). Every run must leave exactly --count
 messages accepted by the peer.
+With --tls both sides sign in as users do in production: no connection string,
+DefaultAzureCredential (the stand-in `az` of tests/emulators/servicebus_tls.py
+minting Entra JWTs), AMQPS on <loopback host>:5671 with the CA in
+REQUESTS_CA_BUNDLE; the plain loop gets it as `connection_verify`, the provider
+through its own transport settings.
 Exit: 0 ok, 1 ratio below target (unless --no-fail), 2 benchmark error.
 """
 
@@ -108,22 +113,40 @@ def run_provider(peers: AzurePeers, tables: list[str], count: int) -> float:
     return elapsed
 
 
+def plain_target(peers: AzurePeers) -> dict[str, str]:
+    """How the plain loop reaches Service Bus: the connection string, or (TLS peers) the host and the CA for the credential."""
+    host = getattr(peers, "host", None)
+    if host is not None:
+        return {"host": host, "ca": str(peers.ca)}
+    return {"connection_string": peers.connection_string}
+
+
 def run_plain(peers: AzurePeers, count: int) -> float:
     """One timed plain loop (a child process, like the provider) into a fresh queue; returns its wall time."""
     fresh_queues(peers, [PLAIN])
     argv = [sys.executable, str(Path(__file__).resolve()), "--plain-loop", queue_name(PLAIN), "--count", str(count)]
     # the connection string goes on stdin, as the provider gets its config: never in argv
-    elapsed = timed(argv, peers.connection_string.encode(), {**os.environ, **peers.env()}, "plain loop")
+    elapsed = timed(argv, json.dumps(plain_target(peers)).encode(), {**os.environ, **peers.env()}, "plain loop")
     check_accepted(peers, [PLAIN], count, "plain loop")
     return elapsed
 
 
-def plain_loop(connection_string: str, queue: str, count: int) -> None:
+def plain_client(target: dict[str, str]) -> Any:
+    from azure.servicebus import ServiceBusClient
+
+    if "connection_string" in target:
+        return ServiceBusClient.from_connection_string(target["connection_string"])
+    from azure.identity import DefaultAzureCredential
+
+    return ServiceBusClient(target["host"], DefaultAzureCredential(), connection_verify=target["ca"])
+
+
+def plain_loop(target: dict[str, str], queue: str, count: int) -> None:
     """The floor: batches filled to the limit and sent, one sender, the same messages the provider makes."""
-    from azure.servicebus import ServiceBusClient, ServiceBusMessage
+    from azure.servicebus import ServiceBusMessage
 
     body = lines([PLAIN], count).splitlines()
-    with ServiceBusClient.from_connection_string(connection_string) as client, client.get_queue_sender(queue) as sender:
+    with plain_client(target) as client, client.get_queue_sender(queue) as sender:
         batch = sender.create_message_batch(max_size_in_bytes=LIMIT)
         for i, raw in enumerate(body, start=1):
             message = ServiceBusMessage(raw, message_id=f'{PLAIN}@{{"seq":{i}}}', content_type="application/json",
@@ -162,13 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queues", default="1,10,50", help="queue counts for the provider's spread runs (default 1,10,50)")
     parser.add_argument("--queue-repeat", type=int, default=3, help="runs per queue count; the median counts (default 3)")
     parser.add_argument("--target", type=float, default=TARGET, help=f"minimum provider/plain ratio (default {TARGET})")
+    parser.add_argument("--tls", action="store_true", help="both sides over AMQPS with DefaultAzureCredential (no connection string)")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when the ratio misses the target")
     parser.add_argument("--plain-loop", metavar="QUEUE", help=argparse.SUPPRESS)  # the child process of the plain side
     return parser
 
 
-def print_comparison(report: dict[str, Any], count: int, repeat: int, target: float) -> None:
-    print(f"asb_send: {count} changes into 1 queue, median of {repeat} alternating runs each ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
+def print_comparison(report: dict[str, Any], count: int, repeat: int, target: float, tls: bool = False) -> None:
+    how = "AMQPS + DefaultAzureCredential" if tls else "plain AMQP + connection string"
+    print(f"asb_send: {count} changes into 1 queue over {how}, median of {repeat} alternating runs each "
+          f"({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
     print(f"{'':<22}{'median s':>10}{'min s':>9}{'max s':>9}{'msgs/s':>10}")
     for name, key in (("plain batch-send loop", "plain"), ("asb-queues provider", "provider")):
         s = report[key]
@@ -180,17 +206,18 @@ def print_comparison(report: dict[str, Any], count: int, repeat: int, target: fl
 def main() -> int:
     args = build_parser().parse_args()
     if args.plain_loop:
-        plain_loop(sys.stdin.readline().strip(), args.plain_loop, args.count)
+        plain_loop(json.loads(sys.stdin.readline()), args.plain_loop, args.count)
         return 0
     if min(args.count, args.repeat, args.queue_repeat) < 1:
         build_parser().error("--count, --repeat and --queue-repeat must be at least 1")
     sys.path.insert(0, str(ROOT / "tests" / "emulators"))
     from servicebus_peers import AzurePeers
+    from servicebus_tls import EntraPeers
 
     try:
-        with tempfile.TemporaryDirectory() as tmp, AzurePeers(Path(tmp)) as peers:
+        with tempfile.TemporaryDirectory() as tmp, (EntraPeers if args.tls else AzurePeers)(Path(tmp)) as peers:
             report = compare(peers, args.count, args.repeat, progress=True)
-            print_comparison(report, args.count, args.repeat, args.target)
+            print_comparison(report, args.count, args.repeat, args.target, args.tls)
             for n in [int(q) for q in args.queues.split(",")]:
                 rate = spread(peers, n, args.count, args.queue_repeat)
                 print(f"provider, {n:3d} queue(s): {rate:9,.0f} msgs/s (median of {args.queue_repeat})")
