@@ -50,6 +50,18 @@ def _code(exc: Any) -> str:
     return str(getattr(code, "value", code) or "")
 
 
+def _why(exc: BaseException) -> str:
+    """A few words on why a request failed, for lock-loss messages (never the SDK's text: it may quote the request)."""
+    code = _code(exc)
+    if code:
+        return code
+    if _is_credential_failure(exc):
+        return "no token from DefaultAzureCredential: sign in again"
+    if _is_untrusted_certificate(exc):
+        return "TLS certificate not trusted"
+    return type(exc).__name__
+
+
 class _Lease:
     """A held lease and the thread that renews it; `lost` is set once renewal fails."""
 
@@ -69,7 +81,7 @@ class _Lease:
             try:
                 self.renew()
             except Exception as exc:  # any failure means we can no longer prove we hold it
-                self.lost = f"lease renewal failed ({_code(exc) or type(exc).__name__})"
+                self.lost = f"lease renewal failed ({_why(exc)})"
                 self._on_lost(self.lost)
                 return
 
@@ -187,8 +199,9 @@ class AzureBlobBackend:
             try:
                 lease.renew()
             except Exception as exc:
-                lease.lost = f"run lease renewal failed ({_code(exc) or type(exc).__name__})"
-                raise StateError(f"lost the run lock ({lease.lost}); checkpoints were not written", hint="another process may be running this task") from None
+                lease.lost = f"run lease renewal failed ({_why(exc)})"
+                hint = SIGN_IN_HINT if _is_credential_failure(exc) else "another process may be running this task"
+                raise StateError(f"lost the run lock ({lease.lost}); checkpoints were not written", hint=hint) from None
             return None  # the run lease guards the run-lock blob, not this one
         else:
             return None
@@ -202,7 +215,7 @@ class AzureBlobBackend:
             lease.renew()
             return True
         except Exception as exc:
-            lease.lost = f"lease gone ({_code(exc) or type(exc).__name__})"
+            lease.lost = f"lease gone ({_why(exc)})"
             return False
 
     def _check(self, lease: _Lease, doing: str) -> None:
@@ -279,7 +292,7 @@ class AzureBlobBackend:
         try:
             lease.client.release()
         except Exception as exc:  # it expires by itself within lease_duration; the command's own error says why storage failed
-            log.debug("could not release the %s lock (%s); it expires within %d s", name, _code(exc) or type(exc).__name__, self.lease_duration)
+            log.debug("could not release the %s lock (%s); it expires within %d s", name, _why(exc), self.lease_duration)
 
     def holder(self, name: str) -> LockInfo | None:
         from azure.core.exceptions import AzureError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tests.cli._support import copy_provider, error_line, external, files_output
 from tests.emulators.azurite import Azurite
 from tests.emulators.entra import StandInAz
 
-from ._blob import PREFIX, Auth, BlobTasks
+from ._blob import LEASE, PREFIX, Auth, BlobTasks
 
 pytestmark = pytest.mark.parametrize("auth_mode", ["oauth"], indirect=True)
 
@@ -86,12 +87,44 @@ def test_a_long_run_renews_its_leases_across_token_lifetimes(blob: BlobTasks, tm
     tasks.check_logs()
 
 
+def test_a_credential_that_stops_giving_tokens_stops_the_run(blob: BlobTasks, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`az` signed out mid-run (tokens live 20 s, so the SDK asks again at once): the run can no longer renew its
+    lease, so it stops before the lease could expire (15 s), with one line naming the cause; what it checkpointed
+    was written; the next command after signing in again finds everything intact."""
+    az = StandInAz(tmp_path_factory.mktemp("az-revoked"), lifetime=TOKEN_LIFETIME)
+    tasks = with_auth(blob, Auth("oauth", blob.azurite, az))
+    work = tasks.tmp_path
+    copy_provider("slow_input.sh", work)
+    tasks.write(work, "t", external("./slow_input.sh"), files_output())
+    ok(tasks.cli("init", "task.hcl", cwd=work))
+    run = tasks.start("run", "task.hcl", cwd=work, log=work / "run.log")
+    try:
+        wait_for(lambda: f"{PREFIX}t.checkpoints.json" in tasks.names(), 30, "the run to persist a checkpoint")
+        az.set_mode("logged-out")
+        signed_out = time.monotonic()
+        code = run.wait(timeout=60)
+        took = time.monotonic() - signed_out
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
+    result = subprocess.CompletedProcess(run.args, code, "", (work / "run.log").read_text())
+    line = error_line(result, 1)
+    assert "no Azure credential for" in line or "no token from DefaultAzureCredential" in line, line
+    assert took < LEASE, f"the run went on {took:.0f}s without a token, past its {LEASE}s lease"
+    az.set_mode("ok")
+    written = [int(s) for s in re.findall(r'"seq":(\d+)', (work / "out" / "Slow_cdc_events.jsonl").read_text())]
+    assert written == list(range(1, len(written) + 1))
+    assert 0 < tasks.checkpoints("t")["Slow"]["seq"] <= written[-1], "checkpoints are never ahead of the output"
+    assert "No changes." in ok(tasks.cli("plan", "--lock-timeout", "30s", "task.hcl", cwd=work)).stdout
+    tasks.check_logs()
+
+
 def test_azurite_checks_what_entra_tokens_carry(blob: BlobTasks, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The peer is as strict as the claims it checks: a fresh token for storage passes; an expired one, one for
     another audience and one that is not a JWT do not."""
     fresh = StandInAz(tmp_path_factory.mktemp("az-fresh"), lifetime=2)
     import json
-    import subprocess
 
     def mint(az: StandInAz) -> str:
         out = subprocess.run([str(az.bin / "az"), "account", "get-access-token", "--output", "json", "--resource", "https://storage.azure.com"],
