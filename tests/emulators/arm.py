@@ -23,7 +23,9 @@ Run as a process:
 - With `--namespace-api NS=PORT --amqp-backend P --sas-key NAME:KEY:RIGHTS`, the same
   process also serves namespace NS's own management API (ATOM over HTTPS) on PORT,
   sharing PORT with AMQP (forwarded to the AMQP peer on P): see servicebus_admin.py.
-  Both APIs change one model under one lock.
+  Both APIs change one model under one lock. `--namespace-api-tls HOST:PORT` serves
+  it over TLS on HOST:PORT too, and `--jwt-key-file F` lets it accept Entra JWTs
+  signed with F's key (checked as the AMQP peer checks them).
 - The model is written to DIR/model.json after every change; the AMQP peer reads
   it. Message counts in queue GETs come from the AMQP peer's DIR/stats.json.
 - Test hooks (no auth needed, never used by the product):
@@ -354,6 +356,8 @@ def main() -> int:
     parser.add_argument("--namespace-api", default=None, help="NS=PORT: serve NS's namespace management API (HTTPS) on PORT")
     parser.add_argument("--amqp-backend", type=int, default=0, help="the AMQP peer's port, for non-TLS connections to the namespace API port")
     parser.add_argument("--sas-key", action="append", default=[], help="NAME:KEY:RIGHTS (Manage,Send,Listen) accepted by the namespace API")
+    parser.add_argument("--namespace-api-tls", default=None, help="HOST:PORT: the namespace API over TLS only, as the credential dials it")
+    parser.add_argument("--jwt-key-file", type=Path, help="the key Entra JWTs for the namespace API are signed with (HS256)")
     args = parser.parse_args()
     store = Store(args.dir, args.page_size, args.list_case)
     for spec in args.namespace:
@@ -371,8 +375,12 @@ def main() -> int:
         import servicebus_admin
 
         name, _, port = args.namespace_api.partition("=")
-        Handler.namespace_api = servicebus_admin.NamespaceApi(store, name, servicebus_admin.Keys(args.sas_key, args.token), validate, ArmError)
-        servicebus_admin.serve(Handler.namespace_api, int(port), args.amqp_backend, args.cert, args.key)
+        jwt_key = args.jwt_key_file.read_bytes().strip() if args.jwt_key_file else None
+        keys = servicebus_admin.Keys(args.sas_key, args.token, jwt_key)
+        Handler.namespace_api = servicebus_admin.NamespaceApi(store, name, keys, validate, ArmError)
+        tls_host, _, tls_port = (args.namespace_api_tls or "").rpartition(":")
+        servicebus_admin.serve(Handler.namespace_api, int(port), args.amqp_backend, args.cert, args.key,
+                               (tls_host, int(tls_port)) if args.namespace_api_tls else None)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -37,7 +37,14 @@ and learn.microsoft.com "Service Bus Resource Manager exceptions"):
   expired token is 401; a key without the Manage right is 401
   `Manage,EntityRead claims required for this operation.` (EntityWrite for PUT,
   EntityDelete for DELETE). A bearer token (Entra) is accepted when it is the
-  token the stand-in `az` prints, as Azure Service Bus Data Owner would be.
+  token the stand-in `az` prints, as Azure Service Bus Data Owner would be, or
+  (with --jwt-key-file) a JWT that passes servicebus.check_jwt, the very check
+  the AMQP peer makes on put-token (signature, audience https://servicebus.azure.net,
+  exp/nbf); any other bearer is 401 with the check's reason as the Detail.
+- With --namespace-api-tls HOST:PORT (EntraPeers: 127.x.y.z:443) the API is also
+  served over TLS only on HOST:PORT: `ServiceBusAdministrationClient(fqns, credential)`
+  dials https://<fully_qualified_namespace> with no port, i.e. 443 (azure-servicebus
+  7.15.0, management/_management_client.py `_endpoint = "https://" + fully_qualified_namespace`).
 - Names are case-insensitive; the feed lists them lower-cased (the stricter
   choice, as Resource Manager does); GET and PUT echo the URL's casing.
 """
@@ -157,7 +164,8 @@ def empty_feed() -> str:
 class Keys:
     """SAS keys by name with their rights, and the bearer token the stand-in az prints."""
 
-    def __init__(self, specs: list[str], token: str):
+    def __init__(self, specs: list[str], token: str, jwt_key: bytes | None = None):
+        self.jwt_key = jwt_key
         self.keys: dict[str, tuple[str, set[str]]] = {}
         for spec in specs:
             name, key, rights = spec.split(":", 2)
@@ -170,6 +178,8 @@ class Keys:
             raise NsError(401, "MissingToken: The authorization header was not found.")
         if header == f"Bearer {self.token}":
             return {"manage", "send", "listen"}
+        if header.startswith("Bearer "):
+            return self.entra_rights(header[len("Bearer "):])
         if not header.startswith("SharedAccessSignature "):
             raise NsError(401, "InvalidSignature: The token is not a SharedAccessSignature.")
         fields = dict(urllib.parse.parse_qsl(header[len("SharedAccessSignature "):], keep_blank_values=True))
@@ -185,6 +195,17 @@ class Keys:
         if not strip_scheme(url).lower().startswith(strip_scheme(sr).lower().rstrip("/")):
             raise NsError(401, f"InvalidAudience: The token audience '{sr}' does not match the request.")
         return rights
+
+
+    def entra_rights(self, token: str) -> set[str]:
+        """An Entra JWT checked exactly as the AMQP peer checks it; the stand-in identity holds Data Owner."""
+        import servicebus  # the AMQP peer's module (proton is installed where the peers run)
+
+        try:
+            servicebus.check_jwt(token, self.jwt_key, time.time())
+        except servicebus.TokenRefused as exc:
+            raise NsError(401, str(exc)) from None
+        return {"manage", "send", "listen"}
 
 
 def strip_scheme(url: str) -> str:
@@ -343,8 +364,9 @@ class Front(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, amqp_port: int, context: ssl.SSLContext, handler: type[BaseHTTPRequestHandler]):
-        super().__init__(("127.0.0.1", port), handler)
+    def __init__(self, port: int, amqp_port: int | None, context: ssl.SSLContext, handler: type[BaseHTTPRequestHandler],
+                 host: str = "127.0.0.1"):
+        super().__init__((host, port), handler)
         self.amqp_port, self.context = amqp_port, context
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -367,6 +389,8 @@ class Front(socketserver.ThreadingTCPServer):
                 except OSError:
                     pass
             return
+        if self.amqp_port is None:  # a TLS-only listener (port 443): plain bytes are no handshake, the connection is dropped
+            return
         try:
             backend = socket.create_connection(("127.0.0.1", self.amqp_port), timeout=10)
         except OSError:
@@ -381,9 +405,13 @@ class Front(socketserver.ThreadingTCPServer):
         backend.close()
 
 
-def serve(api: NamespaceApi, port: int, amqp_port: int, cert: str, key: str) -> Front:
+def serve(api: NamespaceApi, port: int, amqp_port: int, cert: str, key: str, tls_only: tuple[str, int] | None = None) -> list[Front]:
+    """The shared HTTPS/AMQP port on 127.0.0.1, plus (tls_only) HTTPS alone on HOST:PORT."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    front = Front(port, amqp_port, context, make_handler(api))
-    threading.Thread(target=front.serve_forever, name="namespace-api", daemon=True).start()
-    return front
+    fronts = [Front(port, amqp_port, context, make_handler(api))]
+    if tls_only is not None:
+        fronts.append(Front(tls_only[1], None, context, make_handler(api), host=tls_only[0]))
+    for front in fronts:
+        threading.Thread(target=front.serve_forever, name="namespace-api", daemon=True).start()
+    return fronts

@@ -30,19 +30,25 @@ from typing import Any
 from servicebus_peers import TOKEN, AzurePeers
 
 AMQPS_PORT = 5671  # fixed: the SDK always dials it with a token credential
+HTTPS_PORT = 443  # fixed: ServiceBusAdministrationClient(fqns, credential) dials https://<fqns>
 
 
 def loopback_with_free_amqps_port() -> str:
-    """A 127.x.y.z of our own whose port 5671 is free (other tests and helpers pick theirs at random too)."""
+    """A 127.x.y.z of our own whose ports 5671 and 443 are free (other tests and helpers pick theirs at random too)."""
     for _ in range(200):
         host = f"127.{random.randint(1, 254)}.{random.randint(0, 254)}.{random.randint(2, 254)}"
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, AMQPS_PORT))
-            except OSError:
-                continue
+        if all(port_free(host, port) for port in (AMQPS_PORT, HTTPS_PORT)):
             return host
-    raise RuntimeError("no loopback address with a free port 5671")
+    raise RuntimeError("no loopback address with free ports 5671 and 443")
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def make_certificates(directory: Path, *hosts: str) -> tuple[Path, Path, Path]:
@@ -102,7 +108,7 @@ def write_minting_az(directory: Path, key_file: Path, lifetime_file: Path, log_f
 class EntraPeers(AzurePeers):
     """AzurePeers whose AMQP peer also speaks TLS on <host>:5671 and checks Entra tokens minted by a stand-in az."""
 
-    def __init__(self, directory: Path, token_lifetime: int = 3600, **kwargs: Any):
+    def __init__(self, directory: Path, token_lifetime: int = 3600, namespace_api_tls: bool = False, **kwargs: Any):
         super().__init__(directory, **kwargs)
         self.host = loopback_with_free_amqps_port()
         self.ca, cert, key = make_certificates(self.dir, "127.0.0.1", "localhost", self.host)  # the ARM peer reads the same paths
@@ -114,6 +120,8 @@ class EntraPeers(AzurePeers):
         self.bin = write_minting_az(self.dir, self.key_file, self.lifetime_file, self.az_log)
         # the AMQP peer as AzurePeers starts it, plus the TLS listener and the key Entra tokens are checked with
         self.amqp.argv += ["--tls", f"{self.host}:{AMQPS_PORT}", "--cert", str(cert), "--key", str(key), "--jwt-key-file", str(self.key_file)]
+        if namespace_api_tls:  # the namespace management API on https://<host> (443), Entra JWTs checked with the same key
+            self.arm.argv += ["--namespace-api-tls", f"{self.host}:{HTTPS_PORT}", "--jwt-key-file", str(self.key_file)]
 
     def set_token_lifetime(self, seconds: int) -> None:
         """How long the tokens the stand-in az mints from now on live (negative: already expired)."""
@@ -124,6 +132,10 @@ class EntraPeers(AzurePeers):
         base = super().config(fully_qualified_namespace=self.host)
         del base["connection_string"]
         return {**base, **extra}
+
+    def credential_namespace_config(self, **extra: Any) -> dict[str, Any]:
+        """Namespace-API mode with the Azure credential: nothing but the namespace's host (needs namespace_api_tls=True)."""
+        return {"fully_qualified_namespace": self.host, **extra}
 
     def env(self, trust: str = "requests") -> dict[str, str]:
         """What a process needs: the stand-in az on PATH, the CLI credential, and the CA as `trust` says."""
