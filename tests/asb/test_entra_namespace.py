@@ -49,8 +49,12 @@ QUEUES = {"Persons_cdc_events", "Orders_cdc_events", "Customers_cdc_events"}
 
 @pytest.fixture
 def entra(tmp_path: Path) -> Iterator[EntraPeers]:
-    with EntraPeers(tmp_path / "peers", namespace_api_tls=True) as running:
+    running = EntraPeers(tmp_path / "peers", namespace_api_tls=True)
+    running.start()
+    try:
         yield running
+    finally:
+        running.stop()
 
 
 def jwt(key: bytes, audience: str = "https://servicebus.azure.net", lifetime: int = 600) -> str:
