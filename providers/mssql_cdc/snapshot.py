@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,19 +195,40 @@ class TableSnapshot:
                        f'"OperationType":"Snapshot","LSN":{js(head_lsn(head))},"SnapshotID":{js(str(marker["id"]))}}},"stream":{js(stream)},'
                        f'"position":{{{head},"snapshot":{{')
 
+    def fetch(self, after: list[Any] | None) -> list[Any]:
+        sql, params = self.chunker.query(after, self.chunk_size)
+        return list(self.db.query(sql, *params))
+
     def run(self) -> bool:
-        """True when the last chunk was written (the snapshot is complete); False when stopped before."""
-        while not self.stopping():
-            sql, params = self.chunker.query(self.marker.get("after"), self.chunk_size)
-            rows = self.db.query(sql, *params)
-            self.marker["at"] = now_text()
-            self.marker["chunks"] = int(self.marker.get("chunks", 0)) + 1
-            if rows:
-                self.emit(rows)
-            if len(rows) < self.chunk_size:
-                self.progress.show(self.marker, done=True)
-                return True
-            self.progress.show(self.marker)
+        """True when the last chunk was written (the snapshot is complete); False when stopped before.
+
+        The next chunk is read on a helper thread while this one is encoded and written (the
+        driver releases the GIL while it waits for the server): its keyset starts after this
+        chunk's last key, known as soon as the rows are in. A prefetched chunk is dropped on a stop."""
+        ahead: ChunkPrefetch | None = None
+        try:
+            while not self.stopping():
+                rows = ahead.get() if ahead is not None else self.fetch(self.marker.get("after"))
+                ahead = None
+                if len(rows) == self.chunk_size:
+                    ahead = ChunkPrefetch(self.fetch, json.loads(f"[{self.chunker.key_json(rows[-1])}]"))
+                if self.step(rows):
+                    return True
+            return False
+        finally:
+            if ahead is not None:
+                ahead.wait()  # the connection is free again before the caller uses it
+
+    def step(self, rows: list[Any]) -> bool:
+        """Write one chunk; True when it was the last."""
+        self.marker["at"] = now_text()
+        self.marker["chunks"] = int(self.marker.get("chunks", 0)) + 1
+        if rows:
+            self.emit(rows)
+        if len(rows) < self.chunk_size:
+            self.progress.show(self.marker, done=True)
+            return True
+        self.progress.show(self.marker)
         return False
 
     def emit(self, rows: list[Any]) -> None:
@@ -223,6 +245,36 @@ class TableSnapshot:
         self.write("".join(out).encode())
         m["rows"] = n
         m["after"] = json.loads(f"[{key}]")
+
+
+class ChunkPrefetch:
+    """One chunk read on a daemon thread; get() returns its rows or raises the driver's error."""
+
+    def __init__(self, fetch: Callable[[list[Any]], list[Any]], after: list[Any]):
+        self.rows: list[Any] | None = None
+        self.error: BaseException | None = None
+        self.running = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(fetch, after), name="mssql-snapshot-prefetch", daemon=True)
+        self.thread.start()
+        self.running.wait()  # as reader.Prefetch: let it reach the driver before encoding takes the GIL
+
+    def _run(self, fetch: Callable[[list[Any]], list[Any]], after: list[Any]) -> None:
+        try:
+            self.running.set()
+            self.rows = fetch(after)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self.error = exc
+
+    def wait(self) -> None:
+        while self.thread.is_alive():
+            self.thread.join(0.5)
+
+    def get(self) -> list[Any]:
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.rows is not None
+        return self.rows
 
 
 def head_lsn(head: str) -> str:
