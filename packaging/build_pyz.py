@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tomllib
@@ -55,15 +56,23 @@ def dependencies() -> list[str]:
 
 
 def download(wheels: Path, requirements: list[str]) -> None:
+    """Every pair's wheels, four pip processes at a time (each mostly waits on the index), each into its own folder."""
+    jobs: list[tuple[Path, list[str], str]] = []
     for python in PYTHONS:
         abi = "cp" + python.replace(".", "")
         for machine in MACHINES:
-            pip("download", "--only-binary=:all:", "--no-deps", "--dest", str(wheels), "--implementation", "cp", "--python-version", python,
-                "--abi", abi, "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}", *requirements,
-                target=f" for CPython {python} on {machine}")
+            jobs.append((wheels / f"{abi}-{machine}", ["--implementation", "cp", "--python-version", python, "--abi", abi, "--platform",
+                                                    f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}", *requirements],
+                         f" for CPython {python} on {machine}"))
     pure = [r for r in requirements if normal(r.split("==")[0]) in PURE_ONLY]
-    pip("download", "--only-binary=:all:", "--no-deps", "--dest", str(wheels), "--platform", "any", "--implementation", "py",
-        "--python-version", PYTHONS[0], "--abi", "none", *pure)
+    jobs.append((wheels / "pure", ["--platform", "any", "--implementation", "py", "--python-version", PYTHONS[0], "--abi", "none", *pure], ""))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for done in [pool.submit(pip, "download", "--only-binary=:all:", "--no-deps", "--dest", str(dest), *args, target=target)
+                     for dest, args, target in jobs]:
+            done.result()
+    for dest, _, _ in jobs:
+        for wheel in dest.glob("*.whl"):
+            wheel.replace(wheels / wheel.name)
 
 
 def normal(name: str) -> str:
