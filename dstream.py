@@ -467,8 +467,26 @@ def cmd_providers(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_version(args: argparse.Namespace, ctx: Context) -> int:
+    import platform
+
     _out(f"dstream {__version__} (provider protocol 1, Python {sys.version.split()[0]})\n")
+    _out(f"interpreter: {platform.python_implementation()} {platform.python_version()} on {sys.platform} {platform.machine()} ({sys.executable})\n")
+    _out(f"mssql-cdc: {odbc_usability()}\n")
     return EXIT_OK
+
+
+def odbc_usability() -> str:
+    """Whether mssql-cdc can run here: unixODBC's libodbc.so.2 (pyodbc links it) and the ODBC drivers it knows."""
+    try:
+        import pyodbc
+    except ImportError as exc:
+        if "libodbc" in str(exc):
+            return "not usable: unixODBC's libodbc.so.2 is missing (install unixodbc on Debian/Ubuntu, unixODBC on RHEL)"
+        return f"not usable: {exc}"
+    drivers = sorted(pyodbc.drivers())
+    if not drivers:
+        return "not usable: unixODBC has no ODBC driver (install msodbcsql18, or tdsodbc for FreeTDS)"
+    return f"usable; ODBC drivers: {', '.join(drivers)}"
 
 
 def cmd_provider(args: argparse.Namespace, ctx: Context) -> int:
