@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -35,6 +36,11 @@ def test_build_is_reproducible(pyz: Path) -> None:
     assert re.search(rf"built dist/dstream\.pyz \(.+, sha256 {second[:16]}\.\.\.\)", result.stderr), result.stderr
 
 
+def test_size_stays_under_50_mb(pyz: Path) -> None:
+    size = pyz.stat().st_size
+    assert 5_000_000 < size < 50_000_000, f"dstream.pyz is {size / 1e6:.1f} MB"
+
+
 def test_runs_from_another_directory(pyz: Path, dstream, tmp_path: Path) -> None:
     elsewhere = tmp_path / "somewhere" / "else"
     elsewhere.mkdir(parents=True)
@@ -44,7 +50,10 @@ def test_runs_from_another_directory(pyz: Path, dstream, tmp_path: Path) -> None
         version = subprocess.run([sys.executable, str(target), "version"], cwd=elsewhere, capture_output=True, text=True, timeout=60,
                                  env={**os.environ, "SHIV_ROOT": str(tmp_path / "shiv"), "PYTHONPATH": ""})
         assert version.returncode == 0, describe(version)
-        assert re.fullmatch(r"dstream 0\.1\.0 \(provider protocol 1, Python 3\.11\.\d+\)\n", version.stdout), version.stdout
+        first, interpreter, odbc = version.stdout.splitlines()
+        assert re.fullmatch(r"dstream 0\.1\.0 \(provider protocol 1, Python 3\.\d+\.\d+\)", first), version.stdout
+        assert interpreter == f"interpreter: CPython {platform.python_version()} on linux {platform.machine()} ({sys.executable})", version.stdout
+        assert re.fullmatch(r"mssql-cdc: usable; ODBC drivers: .*FreeTDS.*", odbc), version.stdout  # .ci/run installs tdsodbc
     result = ok(dstream("providers", cwd=elsewhere))
     rows = [line.split(None, 2) for line in result.stdout.splitlines()]
     assert [(name, role) for name, role, _ in rows] == sorted((name, spec[1]) for name, spec in BUILTINS.items())
