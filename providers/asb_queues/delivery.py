@@ -25,7 +25,8 @@ from typing import Any
 from providers import helper as h
 from providers import protocol as p
 from providers.asb_queues import messages, settings, transport
-from providers.asb_queues.management import QueueApi, connect, scrub
+from providers.asb_queues.errors import first_line, scrub
+from providers.asb_queues.management import QueueApi, connect
 from providers.asb_queues.queue_admin import in_state, recorded_tier, resource
 
 INBOX = 20_000  # changes waiting per queue before the reader blocks
@@ -221,11 +222,6 @@ class Worker(threading.Thread):
                 client.close()
             except Exception:  # noqa: BLE001
                 pass
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def connector(config: dict[str, Any]) -> Callable[[], Any]:

@@ -12,21 +12,15 @@ token or a connection string.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from providers import helper as h
 from providers.asb_queues import settings, transport
+from providers.asb_queues.errors import azure_call, first_line, scrub
 
 T = TypeVar("T")
 RETRIES = 8
-_SECRET = re.compile(r"(SharedAccessKey=|SharedAccessSignature=|Bearer\s+|accessToken[\"']?\s*[:=]\s*[\"']?)[^;\s\"']+", re.I)
-
-
-def scrub(text: str) -> str:
-    """Remove anything shaped like a key, signature or token from a message."""
-    return _SECRET.sub(lambda m: m.group(1) + "***", text)
 
 
 class QueueApi(Protocol):
@@ -66,22 +60,19 @@ class Management:
                                                  credential_scopes=[f"{endpoint}/.default"], retry_total=RETRIES, **transport.client_options())
 
     def call(self, what: str, fn: Callable[[], T], key: str | None = None) -> T:
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, ServiceRequestError
-
-        try:
-            return fn()
-        except ResourceNotFoundError:
-            raise
-        except ClientAuthenticationError as exc:
-            raise h.CommandFailed(f"cannot authenticate to Azure for {what}: {scrub(first_line(exc))}",
-                                    hint="sign in (az login), or set the environment for DefaultAzureCredential") from None
-        except HttpResponseError as exc:
+        def refused(exc: Any) -> Exception:
             code = getattr(getattr(exc, "error", None), "code", None) or exc.status_code
             message = getattr(getattr(exc, "error", None), "message", None) or first_line(exc)
-            raise h.CommandFailed(f"Resource Manager refused {what}: {code}: {scrub(str(message))}", key=key) from None
-        except ServiceRequestError as exc:
-            raise h.CommandFailed(f"cannot reach Resource Manager at {self.config['management_endpoint']} for {what}: {scrub(first_line(exc))}",
-                                    key="management_endpoint") from None
+            return h.CommandFailed(f"Resource Manager refused {what}: {code}: {scrub(str(message))}", key=key)
+
+        return azure_call(
+            fn,
+            unauthorized=lambda exc: h.CommandFailed(f"cannot authenticate to Azure for {what}: {scrub(first_line(exc))}",
+                                                     hint="sign in (az login), or set the environment for DefaultAzureCredential"),
+            refused=refused,
+            unreachable=lambda exc: h.CommandFailed(
+                f"cannot reach Resource Manager at {self.config['management_endpoint']} for {what}: {scrub(first_line(exc))}",
+                key="management_endpoint"))
 
     def tier(self) -> str:
         from azure.core.exceptions import ResourceNotFoundError
@@ -138,8 +129,3 @@ def rest(model: Any) -> dict[str, Any]:
     if isinstance(model, dict):
         return model
     return dict(model.as_dict()) if hasattr(model, "as_dict") else dict(model)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

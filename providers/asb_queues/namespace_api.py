@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from providers import helper as h
 from providers.asb_queues import settings, transport
-from providers.asb_queues.management import RETRIES, first_line, scrub
+from providers.asb_queues.errors import azure_call, first_line, scrub
+from providers.asb_queues.management import RETRIES
 
 T = TypeVar("T")
 _DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.S)
@@ -70,26 +71,26 @@ class NamespaceManagement:
         self.ns = self.host
 
     def call(self, what: str, fn: Callable[[], T], key: str | None = None) -> T:
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, ServiceRequestError
+        return azure_call(
+            fn,
+            unauthorized=self._unauthorized(what),
+            refused=lambda exc: h.CommandFailed(f"the namespace {self.host} refused {what}: {exc.status_code}: {service_detail(exc)}", key=key),
+            unreachable=lambda exc: h.CommandFailed(f"cannot reach the namespace {self.host} for {what}: {scrub(first_line(exc))}",
+                                                    key="connection_string"))
 
-        try:
-            return fn()
-        except ResourceNotFoundError:
-            raise
-        except ClientAuthenticationError as exc:
+    def _unauthorized(self, what: str) -> Callable[[Any], Exception]:
+        def explain(exc: Any) -> Exception:
             detail = service_detail(exc)
             if "claims required" in detail and self.key_name:
-                raise h.CommandFailed(MISSING_MANAGE.format(what=f"connection_string ({self.key_name})", detail=detail),
-                                        hint=MANAGE_HINT, key="connection_string") from None
+                return h.CommandFailed(MISSING_MANAGE.format(what=f"connection_string ({self.key_name})", detail=detail),
+                                       hint=MANAGE_HINT, key="connection_string")
             if "claims required" in detail:
-                raise h.CommandFailed(f"the Azure identity may not manage namespace {self.host} ({detail})",
-                                        hint="grant it the Azure Service Bus Data Owner role on the namespace, or use a Manage connection_string") from None
-            raise h.CommandFailed(f"the namespace {self.host} refused the credentials for {what}: {detail}",
-                                    hint="check the connection string's key (or sign in for DefaultAzureCredential)", key="connection_string") from None
-        except HttpResponseError as exc:
-            raise h.CommandFailed(f"the namespace {self.host} refused {what}: {exc.status_code}: {service_detail(exc)}", key=key) from None
-        except ServiceRequestError as exc:
-            raise h.CommandFailed(f"cannot reach the namespace {self.host} for {what}: {scrub(first_line(exc))}", key="connection_string") from None
+                return h.CommandFailed(f"the Azure identity may not manage namespace {self.host} ({detail})",
+                                       hint="grant it the Azure Service Bus Data Owner role on the namespace, or use a Manage connection_string")
+            return h.CommandFailed(f"the namespace {self.host} refused the credentials for {what}: {detail}",
+                                   hint="check the connection string's key (or sign in for DefaultAzureCredential)", key="connection_string")
+
+        return explain
 
     def tier(self) -> str:
         info = self.call(f"reading namespace {self.host}", self.client.get_namespace_properties)
