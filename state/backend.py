@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -33,7 +34,8 @@ ANY = "*"  # put() precondition: overwrite whatever is there
 # user-facing messages that tests assert (as named constants, so both say the same)
 ALREADY_RUNNING = "task is already running"
 STATE_LOCKED = "state is locked"
-CAS_ATTEMPTS = 20  # checkpoint writers that race: each retries on the fresh copy
+CAS_ATTEMPTS = 60  # checkpoint writers that race: each retries on the fresh copy,
+CAS_BACKOFF_MAX = 0.2  # after a jittered pause (full jitter, as the Azure SDKs back off), so none starves
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,9 @@ class StateManager:
         A run and an init may both write checkpoints (the run its acks, init an
         input's start positions): each applies its own change to what is stored
         now, so neither erases the other's."""
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, min(CAS_BACKOFF_MAX, 0.005 * 2 ** attempt)))
             blob = self.store.get(CHECKPOINTS_KEY)
             current = Checkpoints(self.task) if blob is None else Checkpoints.from_json(blob.data, self.store.where(CHECKPOINTS_KEY))
             token = None if blob is None else blob.token

@@ -36,10 +36,15 @@ def provider_pid(dstream_pid: int, role: str) -> int | None:
     return None
 
 
-def alive(pid: int, module_hint: str) -> bool:
-    """Still running (and not a zombie, and not a reused pid)."""
+def exited(pid: int) -> bool:
+    """Gone or a zombie: it has finished, whatever a signal sent now would say."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and module_hint in cmdline(pid)
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def alive(pid: int, module_hint: str) -> bool:
+    """Still running (and not a zombie, and not a reused pid)."""
+    return not exited(pid) and module_hint in cmdline(pid)

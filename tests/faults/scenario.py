@@ -29,7 +29,7 @@ from mssql.conftest import Peer, start_peer, tls_env
 from servicebus_peers import AzurePeers
 
 from .checks import Report, check_delivery, check_output, tail
-from .procs import alive, children, provider_pid
+from .procs import alive, children, exited, provider_pid
 from .writer import SCHEMA, TABLES, Writer, available_drivers, connection_string
 
 QUEUE = "{table}_cdc_events"
@@ -221,6 +221,8 @@ class Scenario:
             pid = proc.pid if strike.target == "dstream" else provider_pid(proc.pid, strike.target)
             if pid is not None and time.monotonic() >= deadline:
                 self._note_providers(proc.pid)
+                if exited(pid):  # finished between poll() and now: a signal to a zombie hits nothing
+                    return False
                 os.kill(pid, strike.sig)
                 return True
             time.sleep(0.02)

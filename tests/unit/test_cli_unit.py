@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import re
 import sys
 from collections.abc import Iterator
@@ -46,7 +47,10 @@ def assert_one_error_line(err: str, *fragments: str) -> str:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "version")
     assert code == dstream.EXIT_OK == 0
-    assert out == f"dstream {dstream.__version__} (provider protocol 1, Python {sys.version.split()[0]})\n"
+    lines = out.splitlines()
+    assert lines[0] == f"dstream {dstream.__version__} (provider protocol 1, Python {sys.version.split()[0]})"
+    assert lines[1] == f"interpreter: CPython {platform.python_version()} on linux {platform.machine()} ({sys.executable})"
+    assert lines[2].startswith("mssql-cdc: usable; ODBC drivers: ") and len(lines) == 3, lines
     assert err == ""
 
 
