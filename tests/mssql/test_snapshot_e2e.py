@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,15 @@ class Writer(threading.Thread):
             raise self.error
 
 
-def task(tmp: Path, peer: Peer) -> None:
+FILES = """  output {
+    provider = "files"
+    config {
+      directory = "out"
+    }
+  }"""
+
+
+def task(tmp: Path, peer: Peer, output: str = FILES) -> None:
     conn = peer.connection_string.replace("\\", "\\\\").replace('"', '\\"')
     (tmp / "task.hcl").write_text(f'''task "snap" {{
   input {{
@@ -106,24 +115,19 @@ def task(tmp: Path, peer: Peer) -> None:
       snapshot_chunk_size = {CHUNK}
     }}
   }}
-  output {{
-    provider = "files"
-    config {{
-      directory = "out"
-    }}
-  }}
+{output}
 }}
 ''')
 
 
-def env(pyz: Path) -> dict[str, str]:
-    out = {**os.environ, "SHIV_ROOT": str(pyz.parent / ".shiv"), "DSTREAM_CHECKPOINT_INTERVAL": "100ms"}
+def env(pyz: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    out = {**os.environ, **(extra or {}), "SHIV_ROOT": str(pyz.parent / ".shiv"), "DSTREAM_CHECKPOINT_INTERVAL": "100ms"}
     out.pop("NO_COLOR", None)
     return out
 
 
-def dstream(pyz: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(pyz), *args], cwd=tmp, env=env(pyz), capture_output=True, text=True, timeout=180)
+def dstream(pyz: Path, tmp: Path, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(pyz), *args], cwd=tmp, env=env(pyz, extra), capture_output=True, text=True, timeout=180)
 
 
 def checkpoint(tmp: Path) -> Any:
@@ -133,12 +137,11 @@ def checkpoint(tmp: Path) -> Any:
         return None
 
 
-def consume(path: Path) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
+def consume(messages: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
     """The consumer model: apply every message in order."""
     table: dict[int, dict[str, Any]] = {}
     kinds: dict[str, int] = {}
-    for line in path.read_text().splitlines():
-        m = json.loads(line)
+    for m in messages:
         kind = m["metadata"]["OperationType"]
         kinds[kind] = kinds.get(kind, 0) + 1
         if kind == "Delete":
@@ -149,6 +152,14 @@ def consume(path: Path) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
 
 
 def test_snapshot_with_dml_and_a_sigkill_mid_snapshot_converges_to_the_table(peer: Peer, pyz: Path, tmp_path: Path) -> None:
+    def read() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (tmp_path / "out" / "Orders_cdc_events.jsonl").read_text().splitlines()]
+
+    converge(peer, pyz, tmp_path, FILES, {}, read)
+
+
+def converge(peer: Peer, pyz: Path, tmp_path: Path, output: str, extra: dict[str, str], read: Callable[[], list[dict[str, Any]]]) -> None:
+    """Snapshot 2,500 rows with DML running, SIGKILL mid-snapshot, finish; `read()` then gives the queue in order."""
     snapshot_isolation = peer.driver == "msodbc18"
     peer.sql("EXEC sys.sp_cdc_enable_db", "CREATE TABLE dbo.Orders (ID int NOT NULL PRIMARY KEY, Item nvarchar(40) NULL, Qty int NULL)")
     peer.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Orders', @role_name = NULL")
@@ -156,15 +167,15 @@ def test_snapshot_with_dml_and_a_sigkill_mid_snapshot_converges_to_the_table(pee
         peer.sql("ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON")
     for start in range(0, ROWS, 500):
         peer.sql("INSERT INTO Orders (ID, Item, Qty) VALUES " + ", ".join(f"({i}, N'row {i}', 0)" for i in range(start, start + 500)))
-    task(tmp_path, peer)
-    init = dstream(pyz, tmp_path, "init", "task.hcl")
+    task(tmp_path, peer, output)
+    init = dstream(pyz, tmp_path, "init", "task.hcl", extra=extra)
     assert init.returncode == 0, init.stderr
     assert checkpoint(tmp_path)["snapshot"]["requested"] == "initial"
 
     writer = Writer(peer.port, set(range(ROWS)))
     writer.start()
     log = open(tmp_path / "run1.log", "wb")
-    first = subprocess.Popen([sys.executable, str(pyz), "run", "task.hcl"], cwd=tmp_path, env=env(pyz), stdout=log, stderr=log)
+    first = subprocess.Popen([sys.executable, str(pyz), "run", "task.hcl"], cwd=tmp_path, env=env(pyz, extra), stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -183,16 +194,16 @@ def test_snapshot_with_dml_and_a_sigkill_mid_snapshot_converges_to_the_table(pee
     killed_at = checkpoint(tmp_path)
     assert "snapshot" in killed_at and killed_at["snapshot"]["rows"] < ROWS, f"not killed mid-snapshot: {killed_at}"
 
-    second = dstream(pyz, tmp_path, "run", "--once", "--lock-timeout", "60s", "task.hcl")  # the DML keeps running meanwhile
+    second = dstream(pyz, tmp_path, "run", "--once", "--lock-timeout", "60s", "task.hcl", extra=extra)  # the DML keeps running meanwhile
     assert second.returncode == 0, second.stderr
     assert "snapshot" not in checkpoint(tmp_path), "the snapshot did not finish"
     time.sleep(0.5)
     writer.stop()
-    last = dstream(pyz, tmp_path, "run", "--once", "task.hcl")
+    last = dstream(pyz, tmp_path, "run", "--once", "task.hcl", extra=extra)
     assert last.returncode == 0, last.stderr
 
     expected = {r[0]: {"ID": r[0], "Item": r[1], "Qty": r[2]} for r in peer.sql("SELECT ID, Item, Qty FROM dbo.Orders")}
-    got, kinds = consume(tmp_path / "out" / "Orders_cdc_events.jsonl")
+    got, kinds = consume(read())
     assert kinds.get("Snapshot", 0) >= ROWS * 0.9 and kinds.get("Delete") and kinds.get("Update") and kinds.get("Insert"), kinds
     assert writer.done["long"] and writer.done["key"], writer.done
     assert sorted(got) == sorted(expected) and got == expected
@@ -214,3 +225,24 @@ def test_plan_names_the_tables_to_snapshot_with_their_size(freetds_peer: Peer, p
     assert plan.returncode == 0, plan.stderr
     line = f'dbo.Orders will be snapshotted on the first run (snapshot = "initial"): ~45 rows (sys.partitions), 3 chunks of {CHUNK}'
     assert (line in plan.stdout + plan.stderr) == (mode == "initial"), plan.stdout + plan.stderr
+
+
+ASB = """  output {
+    provider = "asb-queues"
+    config {
+      connection_string = "%s"
+    }
+  }"""
+
+
+def test_snapshot_through_asb_queues_converges_to_the_table(peer: Peer, pyz: Path, tmp_path: Path) -> None:
+    """The same promise into Service Bus (the seed's shape: nothing but a connection string), read back in order
+    through the real SDK, as a consumer would."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulators"))
+    from servicebus_peers import AzurePeers
+
+    with AzurePeers(tmp_path / "peers") as asb:
+        def read() -> list[dict[str, Any]]:
+            return [json.loads(b"".join(m.body)) for m in asb.receive("Orders_cdc_events", 1, timeout=120)]
+
+        converge(peer, pyz, tmp_path, ASB % asb.connection_string, {"REQUESTS_CA_BUNDLE": str(asb.ca)}, read)
