@@ -34,8 +34,10 @@ ANY = "*"  # put() precondition: overwrite whatever is there
 # user-facing messages that tests assert (as named constants, so both say the same)
 ALREADY_RUNNING = "task is already running"
 STATE_LOCKED = "state is locked"
-CAS_ATTEMPTS = 60  # checkpoint writers that race: each retries on the fresh copy,
-CAS_BACKOFF_MAX = 0.2  # after a jittered pause (full jitter, as the Azure SDKs back off), so none starves
+# Checkpoint writers that race retry on the fresh copy after a random pause that grows with each try
+# (full jitter, as the Azure SDKs back off), so no writer starves behind the others.
+CAS_ATTEMPTS = 60
+CAS_BACKOFF_MAX = 0.2  # seconds
 
 
 @dataclass(frozen=True)

@@ -73,24 +73,21 @@ class NamespaceManagement:
     def call(self, what: str, fn: Callable[[], T], key: str | None = None) -> T:
         return azure_call(
             fn,
-            unauthorized=self._unauthorized(what),
+            unauthorized=lambda exc: self._unauthorized(what, exc),
             refused=lambda exc: h.CommandFailed(f"the namespace {self.host} refused {what}: {exc.status_code}: {service_detail(exc)}", key=key),
             unreachable=lambda exc: h.CommandFailed(f"cannot reach the namespace {self.host} for {what}: {scrub(first_line(exc))}",
                                                     key="connection_string"))
 
-    def _unauthorized(self, what: str) -> Callable[[Any], Exception]:
-        def explain(exc: Any) -> Exception:
-            detail = service_detail(exc)
-            if "claims required" in detail and self.key_name:
-                return h.CommandFailed(MISSING_MANAGE.format(what=f"connection_string ({self.key_name})", detail=detail),
-                                       hint=MANAGE_HINT, key="connection_string")
-            if "claims required" in detail:
-                return h.CommandFailed(f"the Azure identity may not manage namespace {self.host} ({detail})",
-                                       hint="grant it the Azure Service Bus Data Owner role on the namespace, or use a Manage connection_string")
-            return h.CommandFailed(f"the namespace {self.host} refused the credentials for {what}: {detail}",
-                                   hint="check the connection string's key (or sign in for DefaultAzureCredential)", key="connection_string")
-
-        return explain
+    def _unauthorized(self, what: str, exc: Any) -> Exception:
+        detail = service_detail(exc)
+        if "claims required" in detail and self.key_name:
+            return h.CommandFailed(MISSING_MANAGE.format(what=f"connection_string ({self.key_name})", detail=detail),
+                                   hint=MANAGE_HINT, key="connection_string")
+        if "claims required" in detail:
+            return h.CommandFailed(f"the Azure identity may not manage namespace {self.host} ({detail})",
+                                   hint="grant it the Azure Service Bus Data Owner role on the namespace, or use a Manage connection_string")
+        return h.CommandFailed(f"the namespace {self.host} refused the credentials for {what}: {detail}",
+                               hint="check the connection string's key (or sign in for DefaultAzureCredential)", key="connection_string")
 
     def tier(self) -> str:
         info = self.call(f"reading namespace {self.host}", self.client.get_namespace_properties)

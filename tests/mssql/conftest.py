@@ -211,3 +211,16 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def entra_peer() -> Iterator[Peer]:
+    """A peer with dbo.Persons under CDC, then Entra-only (the admin connection, already signed in, stays)."""
+    p = start_peer("msodbc18")
+    try:
+        p.sql("EXEC sys.sp_cdc_enable_db", "CREATE TABLE dbo.Persons (ID int NOT NULL PRIMARY KEY, Name nvarchar(50) NULL)")
+        p.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Persons', @role_name = NULL")
+        p.sql("EXEC dstream_test.entra_only 1")
+        yield p
+    finally:
+        p.stop()

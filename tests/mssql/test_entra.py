@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyodbc
 import pytest
 
-from .conftest import ROOT, Peer, Reply, config, ms_driver, provider, start_peer
+from .conftest import ROOT, Peer, Reply, config, ms_driver, provider
 
 sys.path.insert(0, str(ROOT / "tests" / "emulators"))
 from entra import StandInAz  # noqa: E402
@@ -30,19 +29,6 @@ def token_cs(port: int, driver: str = "msodbc18") -> str:
     if path is None:
         pytest.skip("mssql-python-odbc is not installed")
     return f"DRIVER={path};SERVER=localhost,{port};DATABASE=dstream;Encrypt=yes"  # no UID, no PWD
-
-
-@pytest.fixture
-def entra_peer() -> Iterator[Peer]:
-    """A peer with dbo.Persons under CDC, then Entra-only (the admin connection, already signed in, stays)."""
-    p = start_peer("msodbc18")
-    try:
-        p.sql("EXEC sys.sp_cdc_enable_db", "CREATE TABLE dbo.Persons (ID int NOT NULL PRIMARY KEY, Name nvarchar(50) NULL)")
-        p.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Persons', @role_name = NULL")
-        p.sql("EXEC dstream_test.entra_only 1")
-        yield p
-    finally:
-        p.stop()
 
 
 def az_env(az: StandInAz) -> dict[str, str]:

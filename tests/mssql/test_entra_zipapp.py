@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .conftest import Peer
-from .test_entra import StandInAz, az_env, entra_peer, token_cs  # noqa: F401 - entra_peer is a fixture
+from .test_entra import StandInAz, az_env, token_cs
 
 
 def test_the_sql_token_never_reaches_state_plans_caches_outputs_or_logs(entra_peer: Peer, pyz: Path, tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ from typing import Any
 import pyodbc
 import pytest
 
-from .conftest import Peer, connection_string
+from .conftest import ROOT, Peer, connection_string
+
+sys.path.insert(0, str(ROOT / "tests" / "emulators"))
+from servicebus_peers import AzurePeers  # noqa: E402
 
 ROWS = 2500
 CHUNK = 20
@@ -137,6 +140,11 @@ def checkpoint(tmp: Path) -> Any:
         return None
 
 
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """What the files output wrote, in order."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def consume(messages: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
     """The consumer model: apply every message in order."""
     table: dict[int, dict[str, Any]] = {}
@@ -152,10 +160,7 @@ def consume(messages: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], 
 
 
 def test_snapshot_with_dml_and_a_sigkill_mid_snapshot_converges_to_the_table(peer: Peer, pyz: Path, tmp_path: Path) -> None:
-    def read() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in (tmp_path / "out" / "Orders_cdc_events.jsonl").read_text().splitlines()]
-
-    converge(peer, pyz, tmp_path, FILES, {}, read)
+    converge(peer, pyz, tmp_path, FILES, {}, lambda: jsonl(tmp_path / "out" / "Orders_cdc_events.jsonl"))
 
 
 def converge(peer: Peer, pyz: Path, tmp_path: Path, output: str, extra: dict[str, str], read: Callable[[], list[dict[str, Any]]]) -> None:
@@ -238,9 +243,6 @@ ASB = """  output {
 def test_snapshot_through_asb_queues_converges_to_the_table(peer: Peer, pyz: Path, tmp_path: Path) -> None:
     """The same promise into Service Bus (the seed's shape: nothing but a connection string), read back in order
     through the real SDK, as a consumer would."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulators"))
-    from servicebus_peers import AzurePeers
-
     with AzurePeers(tmp_path / "peers") as asb:
         def read() -> list[dict[str, Any]]:
             return [json.loads(b"".join(m.body)) for m in asb.receive("Orders_cdc_events", 1, timeout=120)]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .conftest import Peer
-from .test_snapshot_e2e import Writer, checkpoint, consume, dstream
+from .test_snapshot_e2e import Writer, checkpoint, consume, dstream, jsonl
 
 ROWS = 300
 
@@ -87,5 +87,5 @@ def test_on_demand_snapshot_redelivers_the_table_then_the_changes_since_the_chec
     assert any(m["metadata"]["OperationType"] == "Delete" and m["data"]["ID"] == 8 for m in changes), "a change from before the request was skipped"
     assert any(m["data"]["ID"] == 7 and m["data"]["Item"] == "pending" for m in changes), "a change from before the request was skipped"
     expected = {r[0]: {"ID": r[0], "Item": r[1], "Qty": r[2]} for r in peer.sql("SELECT ID, Item, Qty FROM dbo.Orders")}
-    got, _ = consume([json.loads(line) for line in (tmp_path / "out" / "Orders_cdc_events.jsonl").read_text().splitlines()])
+    got, _ = consume(jsonl(tmp_path / "out" / "Orders_cdc_events.jsonl"))
     assert got == expected
