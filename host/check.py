@@ -34,6 +34,7 @@ STOP_WITHIN = 5.0  # seconds from SIGTERM to exit
 SETTLE = 0.5  # seconds an input that is about to end by itself gets before SIGTERM
 UNKNOWN_KEY = "dstream_check_unknown_key"
 UNKNOWN_COMMAND = "dstream-check-unknown-command"
+UNKNOWN_TABLE = "dbo.DstreamCheckNoSuchTable"
 NEEDS_SERVER = "needs a server: give --config"
 LEGACY = "legacy provider (its first line is not hello): it manages nothing"
 REPLIES_AFTER_HELLO = tuple(t for t in LIFECYCLE_REPLY_TYPES if t != "hello")
@@ -509,6 +510,58 @@ def rule_sigterm_input(kit: Kit) -> Result:
     return Result("sigterm", PASS, f"exit 0 {took:.1f}s after SIGTERM, at a line boundary")
 
 
+def reported_streams(kit: Kit) -> list[dict[str, Any]]:
+    """The streams an input reported in validate (or, without that, named in its run-once changes)."""
+    for obj in messages(kit.validate, "streams"):
+        return [s for s in obj["streams"] if _named(s, "name")]
+    names = dict.fromkeys(s for s, _ in changes_of(kit.once)) if kit.once is not None else {}
+    return [{"name": n} for n in names]
+
+
+def table_of(stream: dict[str, Any]) -> str:
+    """What a user types after `dstream snapshot --table` for this stream: schema.table where known."""
+    table = stream.get("table") or stream["name"]
+    return f"{stream['schema']}.{table}" if stream.get("schema") else table
+
+
+def rule_snapshot(kit: Kit) -> Result:
+    """On-demand snapshots are optional; an input that takes them answers exactly one checkpoint for the
+    target's stream (section 4), a run from it is a valid run, and an unknown table is refused by name."""
+    skipped = _not_applicable(kit, "snapshot")
+    if skipped:
+        return skipped
+    streams = reported_streams(kit)
+    if not streams:
+        return Result("snapshot", SKIP, "it reports no stream to snapshot")
+    stream, target = streams[0]["name"], table_of(streams[0])
+    # the stream's checkpoint as a run would leave it: its last change
+    current = [key for s, key in changes_of(kit.once) if s == stream] if kit.once is not None else []
+    sent = {stream: json.loads(current[-1])} if current else {}
+    ex = talk(kit.subject, envelope(kit.subject, "snapshot", streams=tuple(streams), checkpoints=sent, target=target))
+    if ex.code != 0 and ex.code is not None:
+        return Result("snapshot", SKIP, f"it refuses the snapshot command (exit {ex.code}: {_last_words(ex)})")
+    problem = lifecycle_problem("snapshot", ex)
+    if problem:
+        return Result("snapshot", FAIL, f"snapshot --table {target}: {problem}")
+    answered = messages(ex, "checkpoint")
+    if not answered:
+        return Result("snapshot", SKIP, "it does not support on-demand snapshots (no checkpoint answered)")
+    if len(answered) != 1 or answered[0]["stream"] != stream:
+        told = ", ".join(a["stream"] for a in answered)
+        return Result("snapshot", FAIL, f"snapshot --table {target}: checkpoints for {told}, not exactly one for {stream}")
+    unknown = talk(kit.subject, envelope(kit.subject, "snapshot", streams=tuple(streams), checkpoints=sent, target=UNKNOWN_TABLE))
+    if unknown.code == 0 or unknown.code is None:
+        return Result("snapshot", FAIL, f"snapshot --table {UNKNOWN_TABLE}: it {unknown.ended()}, not refused")
+    if UNKNOWN_TABLE.rpartition(".")[2] not in error_text(unknown):
+        return Result("snapshot", FAIL, f"snapshot --table {UNKNOWN_TABLE}: refused (exit {unknown.code}) but the error does not name the table")
+    run = talk(kit.subject, envelope(kit.subject, "run", once=True, checkpoints={**sent, stream: answered[0]["position"]}))
+    problem = run_problem(kit, run, "run from the snapshot's checkpoint")
+    if problem:
+        return Result("snapshot", FAIL, problem)
+    rows = sum(1 for s, _ in changes_of(run) if s == stream)
+    return Result("snapshot", PASS, f"one checkpoint for {stream}, from which a run read {rows} change(s) of it; an unknown table is refused")
+
+
 def rule_legacy_input(kit: Kit) -> Result:
     """A bare config (no "command") is run: data comes out, not hello."""
     if kit.subject.needs_server:
@@ -728,7 +781,8 @@ def _secret_stdin(kit: Kit, command: str, config: dict[str, Any]) -> bytes:
 Rule = Callable[[Kit], Result]
 COMMON: tuple[Rule, ...] = (rule_hello, *(lifecycle_rule(c) for c in LIFECYCLE_COMMANDS), rule_unknown_command, rule_unknown_key)
 RULES: dict[str, tuple[Rule, ...]] = {
-    "input": (*COMMON, rule_legacy_input, rule_apply, rule_run_once, rule_resume, rule_sigterm_input, rule_no_secret, rule_destroy_owned),
+    "input": (*COMMON, rule_legacy_input, rule_apply, rule_run_once, rule_resume, rule_snapshot, rule_sigterm_input, rule_no_secret,
+              rule_destroy_owned),
     "output": (*COMMON, rule_legacy_output, rule_apply, rule_run_acks, rule_malformed_line, rule_sigterm_output, rule_no_secret,
                rule_destroy_owned),
 }

@@ -33,7 +33,8 @@ def test_local_builtins_pass(dstream, name: str) -> None:
     assert result.returncode == 0, describe(result)
     found = rules(result.stdout)
     assert {"hello", "validate", "plan", "init", "status", "destroy", "legacy-mode", "apply", "sigterm"} <= set(found)
-    assert [r for r, (o, _) in found.items() if o != "PASS"] == ["no-secret-echo"], describe(result)
+    skipped = ["snapshot", "no-secret-echo"] if name != "files" else ["no-secret-echo"]  # no secret key, no on-demand snapshot
+    assert [r for r, (o, _) in found.items() if o != "PASS"] == skipped, describe(result)
 
 
 @pytest.mark.parametrize("name", ["mssql-cdc", "asb-queues"])
@@ -57,6 +58,8 @@ def test_correct_shell_providers_pass(dstream, path: Path, role: str) -> None:
     if path.name.startswith("legacy"):
         assert found["hello"][0] == "SKIP" and "legacy provider" in found["hello"][1]
         assert found["legacy-mode"][0] == "PASS"
+    elif role == "input":
+        assert found["snapshot"][0] == "PASS", describe(result)  # shell_input.sh takes on-demand snapshots
 
 
 @pytest.mark.parametrize(("name", "role", "rule"), [
@@ -64,6 +67,7 @@ def test_correct_shell_providers_pass(dstream, path: Path, role: str) -> None:
     ("broken_echo_secret.sh", "input", "no-secret-echo"),
     ("broken_ack_unreceived.py", "output", "run-acks"),  # acks a position it never got
     ("broken_skip_malformed.py", "output", "malformed-line"),
+    ("broken_snapshot_any_table.sh", "input", "snapshot"),  # answers a snapshot of a table it does not have
 ])
 def test_a_broken_provider_fails_on_the_rule_it_breaks(dstream, name: str, role: str, rule: str) -> None:
     result = dstream("provider", "check", str(SHARED_PROVIDERS / name), "--role", role)

@@ -3,6 +3,8 @@
 # proving that provider protocol v1 (docs/protocol.md) is language independent.
 #
 # Lifecycle commands (validate|plan|init|status|destroy): hello + one stream "Shell".
+# snapshot (dstream snapshot --table dbo.Shell): hello + the checkpoint {"seq":0}, from which a
+# run emits every row again; any other table is an error naming it.
 # run (or a bare config object): emits changes seq N+1..count for stream "Shell",
 # where count comes from the config (default 3) and N from the checkpoint
 # {"checkpoints":{"Shell":{"seq":N}}} (default 0). Stops at a line boundary on SIGTERM.
@@ -31,6 +33,18 @@ case "$command" in
 validate | plan | init | status | destroy)
     printf '%s\n' '{"type":"hello","protocol":1,"provider":"shell-input","version":"1.0.0"}'
     printf '%s\n' '{"type":"streams","streams":[{"name":"Shell","table":"Shell","schema":"dbo"}]}'
+    exit 0
+    ;;
+snapshot)
+    target=$(printf '%s\n' "$envelope" | sed -n 's/.*"target"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
+    case "$target" in Shell | dbo.Shell) ;; *)
+        printf '{"type":"error","message":"no table %s: this input has dbo.Shell only"}\n' "$target"
+        echo "shell-input: error: no table $target" >&2
+        exit 1
+        ;;
+    esac
+    printf '%s\n' '{"type":"hello","protocol":1,"provider":"shell-input","version":"1.0.0"}'
+    printf '%s\n' '{"type":"checkpoint","stream":"Shell","position":{"seq":0}}'
     exit 0
     ;;
 run | "") ;;

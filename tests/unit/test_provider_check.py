@@ -41,7 +41,8 @@ def test_local_builtins_pass_every_rule(name: str, tmp_path: Path) -> None:
     results = outcomes(builtin(name, tmp_path))
     assert check.FAIL not in results.values(), results
     skipped = {rule for rule, outcome in results.items() if outcome == check.SKIP}
-    assert skipped == {"no-secret-echo"}, results  # they have no secret key; everything else runs
+    # they have no secret key, and the inputs take no on-demand snapshot; everything else runs
+    assert skipped == {"no-secret-echo"} | ({"snapshot"} if name != "files" else set()), results
 
 
 @pytest.mark.parametrize("name", ["mssql-cdc", "asb-queues"])
@@ -56,6 +57,14 @@ def test_server_builtins_skip_what_needs_a_server(name: str, tmp_path: Path) -> 
 def test_shell_input_passes_every_rule(tmp_path: Path) -> None:
     results = outcomes(external("shell_input.sh", "input", tmp_path))
     assert check.FAIL not in results.values(), results
+    assert results["snapshot"] == check.PASS, results  # it takes on-demand snapshots: the rule ran in full
+
+
+def test_an_input_without_snapshots_is_skipped_not_failed(tmp_path: Path) -> None:
+    # broken_status_log.sh refuses the snapshot command as unknown; jsonl (the helper) answers hello and nothing
+    for subject in (external("broken_status_log.sh", "input", tmp_path), builtin("jsonl", tmp_path)):
+        result = next(r for r in check.check(subject) if r.rule == "snapshot")
+        assert result.outcome == check.SKIP and "snapshot" in result.reason, result
 
 
 @pytest.mark.parametrize(("name", "role"), [("legacy_input.sh", "input"), ("legacy_output.sh", "output")])
@@ -72,6 +81,7 @@ def test_legacy_providers_pass_the_legacy_rules(name: str, role: str, tmp_path: 
     ("broken_echo_secret.sh", "input", "no-secret-echo"),
     ("broken_ack_unreceived.py", "output", "run-acks"),
     ("broken_skip_malformed.py", "output", "malformed-line"),
+    ("broken_snapshot_any_table.sh", "input", "snapshot"),
 ])
 def test_a_broken_provider_fails_the_rule_it_breaks_and_no_other(name: str, role: str, rule: str, tmp_path: Path) -> None:
     assert failed(external(name, role, tmp_path)) == [rule]
