@@ -16,6 +16,14 @@ sys.path.insert(0, str(ROOT))
 TIMEOUT = 120
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (--dist loadgroup), tests that share a machine-wide resource run on one worker: the Debian
+    root filesystems (their mounts and one work directory each)."""
+    for item in items:
+        if item.nodeid.startswith("tests/zipapp/"):
+            item.add_marker(pytest.mark.xdist_group("rootfs"))
+
+
 @pytest.fixture(scope="session")
 def pyz() -> Path:
     """dist/dstream.pyz, built once per test session (DSTREAM_PYZ names a prebuilt one)."""

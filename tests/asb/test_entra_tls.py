@@ -168,7 +168,7 @@ def test_peer_checks_audience_and_signature_of_entra_tokens(entra: EntraPeers, a
     assert stats.get("refused_tokens", 0) == (0 if accepted else 1)
 
 
-LIFETIME = 30  # seconds; the SDK renews a token when a tenth of its life is left (pyamqp cbs.py: refresh_window = 10%)
+LIFETIME = 20  # seconds; the SDK renews a token when a tenth of its life is left (pyamqp cbs.py: refresh_window = 10%)
 
 
 def test_run_keeps_sending_across_token_refreshes_and_an_idle_expiry(entra: EntraPeers) -> None:
