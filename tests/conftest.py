@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 TIMEOUT = 120
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (--dist loadgroup), tests that share a machine-wide resource run on one worker: the Debian
     root filesystems (their mounts and one work directory each)."""
@@ -30,7 +32,14 @@ def pyz() -> Path:
     given = os.environ.get("DSTREAM_PYZ")
     if given:
         return Path(given).resolve()
-    subprocess.run(["bash", str(ROOT / "build.sh")], check=True, cwd=ROOT, timeout=600)
+    (ROOT / "dist").mkdir(exist_ok=True)
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one id for all the workers of a run
+    stamp = ROOT / "dist" / ".built-for-test-run"
+    with open(ROOT / "dist" / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait and use its build
+        if not (run and stamp.is_file() and stamp.read_text() == run):
+            subprocess.run(["bash", str(ROOT / "build.sh")], check=True, cwd=ROOT, timeout=600)
+            stamp.write_text(run or "")
     return ROOT / "dist" / "dstream.pyz"
 
 

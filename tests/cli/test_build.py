@@ -39,31 +39,29 @@ def build(tree: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def own_files_match(pyz: Path, tree: Path) -> bool:
-    """Whether the zipapp holds exactly the tree's copy of dstream's own modules: then it was built from these sources."""
+def own_files(pyz: Path) -> dict[str, bytes]:
+    """dstream's own files in a zipapp (its modules and its dist-info), by name."""
     with zipfile.ZipFile(pyz) as archive:
-        meta = [n for n in archive.namelist() if re.fullmatch(r"site-packages/dstream-[^/]+\.dist-info/top_level\.txt", n)]
-        if not meta:
-            return False
-        tops = archive.read(meta[0]).decode().split()
-        own = {n.removeprefix("site-packages/") for n in archive.namelist()
-               if any(n == f"site-packages/{t}.py" or n.startswith(f"site-packages/{t}/") for t in tops)}
-        in_tree = {str(f.relative_to(tree)) for t in tops for f in (*(tree / t).rglob("*.py"), tree / f"{t}.py") if f.is_file()}
-        return in_tree <= own and all((tree / rel).is_file() and archive.read(f"site-packages/{rel}") == (tree / rel).read_bytes() for rel in own)
+        names = archive.namelist()
+        info = [n for n in names if re.fullmatch(r"site-packages/dstream-[^/]+\.dist-info/[^/]+", n)]
+        tops = next((archive.read(n).decode().split() for n in info if n.endswith("/top_level.txt")), [])
+        own = [*info, *(n for n in names if any(n == f"site-packages/{t}.py" or n.startswith(f"site-packages/{t}/") for t in tops))]
+        return {n: archive.read(n) for n in own}
 
 
 def test_build_is_reproducible(pyz: Path, tmp_path: Path) -> None:
-    """A build in another directory gives the same bytes as the zipapp under test, or, when that one holds other
-    sources (a stale DSTREAM_PYZ), as a second build there."""
+    """A build of a copy of the tree, elsewhere, gives the same bytes as the zipapp under test, or, when that one was
+    built from other sources (a stale DSTREAM_PYZ), as a second build of the copy."""
     tree = tree_copy(tmp_path / "tree")
     result = build(tree)
-    built = sha256(tree / "dist" / "dstream.pyz")
+    fresh = tree / "dist" / "dstream.pyz"
+    built = sha256(fresh)
     assert re.search(rf"built dist/dstream\.pyz \(.+, sha256 {built[:16]}\.\.\.\)", result.stderr), result.stderr
-    if own_files_match(pyz, tree):
-        other = sha256(pyz)  # built from these sources, as .ci/run does: one more build is enough
+    if own_files(pyz) == own_files(fresh):
+        other = sha256(pyz)  # built from these sources, as .ci/run does: so one more build is enough
     else:
         build(tree)
-        other = sha256(tree / "dist" / "dstream.pyz")
+        other = sha256(fresh)
     assert other == built, "two builds of the same tree must be byte-identical"
 
 
