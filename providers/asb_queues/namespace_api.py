@@ -102,16 +102,14 @@ class NamespaceManagement:
         return self.call(f"listing the queues of {self.host}", fetch)
 
     def counts(self) -> dict[str, dict[str, Any]]:
-        """Message counts per queue (folded name): one paged runtime-properties feed."""
+        """Status and message counts per queue (folded name): the queue feed (QueueRuntimeProperties has no status) and the runtime one."""
         def fetch() -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
-            for q in self.client.list_queues_runtime_properties():
-                # The feed's entries carry the status, but QueueRuntimeProperties exposes it only on its entity.
-                status = getattr(getattr(q, "_internal_qr", None), "status", None) or "Unknown"
-                found[settings.fold(str(q.name))] = {"status": str(getattr(status, "value", status)), "active_messages": q.active_message_count or 0,
-                                                     "dead_letter_messages": q.dead_letter_message_count or 0,
-                                                     "scheduled_messages": q.scheduled_message_count or 0, "size_bytes": q.size_in_bytes or 0}
-            return found
+            status = {settings.fold(str(q.name)): getattr(q.status, "value", q.status) or "Unknown" for q in self.client.list_queues()}
+            return {settings.fold(str(q.name)): {"status": str(status.get(settings.fold(str(q.name)), "Unknown")),
+                                                 "active_messages": q.active_message_count or 0,
+                                                 "dead_letter_messages": q.dead_letter_message_count or 0,
+                                                 "scheduled_messages": q.scheduled_message_count or 0, "size_bytes": q.size_in_bytes or 0}
+                    for q in self.client.list_queues_runtime_properties()}
 
         return self.call(f"listing the queues of {self.host}", fetch)
 
