@@ -75,9 +75,10 @@ def make_reader(db: Scripted, monkeypatch: pytest.MonkeyPatch, page_size: int, o
 
     def write_all(fd: int, data: bytes) -> None:
         events = list(db.events)
-        with db.changed:  # is the next page being read while this one is written?
+        page = len(written) + 1  # one write per page
+        with db.changed:  # is the next page read (or already read) while this one is written?
             # generous: on a loaded machine the prefetch thread may take a while to be scheduled (the last page waits it out)
-            overlapped = db.changed.wait_for(lambda: db.requested > db.pages, timeout=3)
+            overlapped = db.changed.wait_for(lambda: db.requested > page, timeout=2)
         written.append((data, events, overlapped))
 
     monkeypatch.setattr(rd.h, "write_all", write_all)
