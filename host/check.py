@@ -458,13 +458,18 @@ def rule_run_once(kit: Kit) -> Result:
     return Result("run-once", PASS, f"exit 0 after {len(ex.lines())} data line(s){note}")
 
 
+def once_changes(kit: Kit) -> list[tuple[str, str]]:
+    """(stream, position key) of each change the run-once rule's run wrote, when it succeeded."""
+    return changes_of(kit.once) if kit.once is not None and kit.once.code == 0 else []
+
+
 def rule_resume(kit: Kit) -> Result:
     """Resuming from a change's position must not emit that change (or any before it) again."""
     if kit.legacy:
         return Result("resume", SKIP, LEGACY + "; no positions to resume from")
     if kit.subject.needs_server:
         return Result("resume", SKIP, NEEDS_SERVER)
-    changes = changes_of(kit.once) if kit.once is not None and kit.once.code == 0 else []
+    changes = once_changes(kit)
     if not changes:
         return Result("resume", SKIP, "run-once emitted no change to resume from")
     stream, first = changes[0]
@@ -514,8 +519,7 @@ def reported_streams(kit: Kit) -> list[dict[str, Any]]:
     """The streams an input reported in validate (or, without that, named in its run-once changes)."""
     for obj in messages(kit.validate, "streams"):
         return [s for s in obj["streams"] if _named(s, "name")]
-    names = dict.fromkeys(s for s, _ in changes_of(kit.once)) if kit.once is not None else {}
-    return [{"name": n} for n in names]
+    return [{"name": n} for n in dict.fromkeys(s for s, _ in once_changes(kit))]
 
 
 def table_of(stream: dict[str, Any]) -> str:
@@ -535,9 +539,13 @@ def rule_snapshot(kit: Kit) -> Result:
         return Result("snapshot", SKIP, "it reports no stream to snapshot")
     stream, target = streams[0]["name"], table_of(streams[0])
     # the stream's checkpoint as a run would leave it: its last change
-    current = [key for s, key in changes_of(kit.once) if s == stream] if kit.once is not None else []
+    current = [key for s, key in once_changes(kit) if s == stream]
     sent = {stream: json.loads(current[-1])} if current else {}
-    ex = talk(kit.subject, envelope(kit.subject, "snapshot", streams=tuple(streams), checkpoints=sent, target=target))
+
+    def snapshot(table: str) -> Exchange:
+        return talk(kit.subject, envelope(kit.subject, "snapshot", streams=tuple(streams), checkpoints=sent, target=table))
+
+    ex = snapshot(target)
     if ex.code != 0 and ex.code is not None:
         return Result("snapshot", SKIP, f"it refuses the snapshot command (exit {ex.code}: {_last_words(ex)})")
     problem = lifecycle_problem("snapshot", ex)
@@ -549,7 +557,7 @@ def rule_snapshot(kit: Kit) -> Result:
     if len(answered) != 1 or answered[0]["stream"] != stream:
         told = ", ".join(a["stream"] for a in answered)
         return Result("snapshot", FAIL, f"snapshot --table {target}: checkpoints for {told}, not exactly one for {stream}")
-    unknown = talk(kit.subject, envelope(kit.subject, "snapshot", streams=tuple(streams), checkpoints=sent, target=UNKNOWN_TABLE))
+    unknown = snapshot(UNKNOWN_TABLE)
     if unknown.code == 0 or unknown.code is None:
         return Result("snapshot", FAIL, f"snapshot --table {UNKNOWN_TABLE}: it {unknown.ended()}, not refused")
     if UNKNOWN_TABLE.rpartition(".")[2] not in error_text(unknown):

@@ -104,12 +104,14 @@ class NamespaceManagement:
     def counts(self) -> dict[str, dict[str, Any]]:
         """Status and message counts per queue (folded name): the queue feed (QueueRuntimeProperties has no status) and the runtime one."""
         def fetch() -> dict[str, dict[str, Any]]:
-            status = {settings.fold(str(q.name)): getattr(q.status, "value", q.status) or "Unknown" for q in self.client.list_queues()}
-            return {settings.fold(str(q.name)): {"status": str(status.get(settings.fold(str(q.name)), "Unknown")),
-                                                 "active_messages": q.active_message_count or 0,
-                                                 "dead_letter_messages": q.dead_letter_message_count or 0,
-                                                 "scheduled_messages": q.scheduled_message_count or 0, "size_bytes": q.size_in_bytes or 0}
-                    for q in self.client.list_queues_runtime_properties()}
+            status = {settings.fold(str(q.name)): str(getattr(q.status, "value", q.status) or "Unknown") for q in self.client.list_queues()}
+            found: dict[str, dict[str, Any]] = {}
+            for q in self.client.list_queues_runtime_properties():
+                name = settings.fold(str(q.name))
+                found[name] = {"status": status.get(name, "Unknown"), "active_messages": q.active_message_count or 0,
+                               "dead_letter_messages": q.dead_letter_message_count or 0,
+                               "scheduled_messages": q.scheduled_message_count or 0, "size_bytes": q.size_in_bytes or 0}
+            return found
 
         return self.call(f"listing the queues of {self.host}", fetch)
 
