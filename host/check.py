@@ -796,12 +796,20 @@ RULES: dict[str, tuple[Rule, ...]] = {
 }
 
 
+def masked(result: Result, needles: Iterable[str]) -> Result:
+    reason = result.reason
+    for needle in sorted(filter(None, needles), key=len, reverse=True):  # the longest first: a key part inside a connection string
+        reason = reason.replace(needle, "***")
+    return Result(result.rule, result.outcome, reason)
+
+
 def check(subject: Subject, on_result: Callable[[Result], None] = lambda r: None) -> list[Result]:
-    """Run every rule of the subject's role, in order; `on_result` hears each as it is decided."""
+    """Run every rule of the subject's role, in order; `on_result` hears each as it is decided.
+    Reasons quote what the provider said, so its secret values are masked there."""
     kit = Kit.start(subject)
     results = []
     for rule in RULES[subject.role]:
-        result = rule(kit)
+        result = masked(rule(kit), subject.secret_needles)
         on_result(result)
         results.append(result)
     return results

@@ -60,6 +60,15 @@ def test_shell_input_passes_every_rule(tmp_path: Path) -> None:
     assert results["snapshot"] == check.PASS, results  # it takes on-demand snapshots: the rule ran in full
 
 
+def test_reasons_never_quote_a_secret_value(tmp_path: Path) -> None:
+    subject = external("shell_input.sh", "input", tmp_path)
+    plain = {r.rule: r.reason for r in check.check(subject)}
+    assert "Shell" in plain["snapshot"], plain  # the reason quotes the stream it snapshotted ...
+    secret = check.Subject(**{**subject.__dict__, "secret_needles": ("Shell",)})
+    masked = {r.rule: r.reason for r in check.check(secret)}
+    assert not any("Shell" in reason for reason in masked.values()) and "***" in masked["snapshot"], masked  # ... unless that is a secret
+
+
 def test_an_input_without_snapshots_is_skipped_not_failed(tmp_path: Path) -> None:
     # broken_status_log.sh refuses the snapshot command as unknown; jsonl (the helper) answers hello and nothing
     for subject in (external("broken_status_log.sh", "input", tmp_path), builtin("jsonl", tmp_path)):
